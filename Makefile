@@ -1,0 +1,35 @@
+# detrdistill: every target sets up what it needs (tools/setup_env.sh is idempotent and fast once built).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FLAVOUR ?= cpu
+TEACHER_CKPT ?= checkpoints/teacher_dino_synthetic.pth
+DISTILL_CONFIG ?= configs/distill/detrdistill_dino_synthetic.py
+TEACHER_CONFIG ?= configs/detectors/dino_r18w32_synthetic_teacher.py
+PYTEST_ARGS ?=
+
+.PHONY: setup data teacher distill test lint clean
+
+setup:
+	VENV=$(VENV) FLAVOUR=$(FLAVOUR) bash tools/setup_env.sh
+
+data: setup
+	$(PY) -m compress generate-data --out data/synthetic
+
+# Reproduces the shipped teacher checkpoint (project code, config and seed 0).
+teacher: data
+	$(PY) -m compress train-teacher --config $(TEACHER_CONFIG) --work-dir work_dirs/teacher \
+		--export-to $(TEACHER_CKPT) --half
+
+# The main job: data (if absent) -> teacher (if absent) -> DETRDistill student -> evaluation table.
+distill: data
+	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
+	$(PY) -m compress distill --config $(DISTILL_CONFIG) --work-dir work_dirs/distill
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check compress serve tests tools configs
+
+clean:
+	rm -rf work_dirs .pytest_cache

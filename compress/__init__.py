@@ -1,0 +1,3 @@
+"""detrdistill: DETRDistill on mmdetection's DETR family, ONNX/TensorRT export and serving."""
+
+__version__ = "0.1.0"

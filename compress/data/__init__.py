@@ -1,0 +1,1 @@
+"""Datasets: the synthetic generator and COCO annotation validation."""

@@ -1,0 +1,280 @@
+"""DETRDistiller: a frozen teacher and a trainable student, as one mmengine model.
+
+``loss()`` reads top to bottom: teacher forward (no grad) -> student forward -> student detection loss ->
+the three DETRDistill losses, each switchable and weighted from the config, every term logged under its
+own key (``loss_lkd_{cls,l1,giou}_s{k}``, ``loss_fkd_t{k}``, ``loss_qp_{cls,bbox,iou}_s{k}``).
+
+The teacher is held outside the module tree on purpose: it is then absent from ``state_dict`` (checkpoints
+hold only the student and the adapters), from ``parameters()`` (the optimizer and DDP never see it) and
+from ``train()`` (it stays in eval mode, so no dropout and no DINO denoising queries). ``_apply`` moves
+it with the student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.model import BaseModel
+
+from mmdet.registry import MODELS
+
+from compress.checkpoints import load_state_dict_file
+from compress.distill.box_ops import cxcywh_to_xyxy
+from compress.distill.losses.feature_kd import (FeatureKDConfig, masked_feature_loss, quality_mask,
+                                                select_queries)
+from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss
+from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_assignment
+from compress.distill.stage_pairing import assignment_stage, group_stages
+from compress.distill.taps import (QUERY_KEYS, Taps, decode_query_group, detection_loss, forward_taps,
+                                   is_softmax_head)
+from compress.errors import CheckpointError, ConfigError
+
+
+def _section(cls, value: dict | None, name: str):
+    """Build a loss config dataclass, refusing unknown keys with the list of valid ones."""
+    value = dict(value or {})
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - valid)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in model.{name}; valid keys: {sorted(valid)}")
+    try:
+        return cls(**value)
+    except ValueError as exc:
+        raise ConfigError(f"model.{name}: {exc}") from None
+
+
+def build_detector(spec: dict, role: str) -> nn.Module:
+    """Build an mmdet detector from ``dict(config=path | model dict)``."""
+    if not isinstance(spec, dict) or "config" not in spec:
+        raise ConfigError(f"model.{role} must be dict(config=<detector config path or model dict>, ...)")
+    unknown = sorted(set(spec) - {"config", "checkpoint"})
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in model.{role}; valid keys: ['checkpoint', 'config']")
+    source = spec["config"]
+    if isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise ConfigError(f"model.{role}.config file not found: {source}; paths are relative to the "
+                              f"working directory (run from the repository root)")
+        model_cfg = Config.fromfile(str(source)).model
+    else:
+        model_cfg = Config(dict(source)).to_dict() if not isinstance(source, Config) else source
+    return MODELS.build(model_cfg)
+
+
+def load_detector_weights(model: nn.Module, path: str, role: str) -> None:
+    fix = (f"train it with `make teacher` or set model.{role}.checkpoint" if role == "teacher"
+           else f"fix model.{role}.checkpoint")
+    state = load_state_dict_file(path, what=f"{role} checkpoint", fix=fix)
+    if any(k.startswith("student.") for k in state):  # a distiller checkpoint: take its student
+        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise CheckpointError(f"{role} checkpoint {path} does not fit the {role} config: {first}; "
+                              f"point model.{role}.config at the config it was trained with") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{role} checkpoint {path} does not fit the {role} config: {len(result.missing_keys)} missing keys "
+            f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected (e.g. "
+            f"{result.unexpected_keys[:2]}); point model.{role}.config at the config it was trained with")
+
+
+def _clamped_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    x0y0x1y1 = cxcywh_to_xyxy(boxes).clamp(0, 1)
+    return torch.cat([(x0y0x1y1[..., :2] + x0y0x1y1[..., 2:]) / 2, x0y0x1y1[..., 2:] - x0y0x1y1[..., :2]], -1)
+
+
+def class_logits(cls_scores: torch.Tensor, softmax: bool) -> torch.Tensor:
+    """Per-class sigmoid logits; a softmax head's foreground probabilities are mapped to logits."""
+    if not softmax:
+        return cls_scores
+    return torch.logit(cls_scores.softmax(-1)[..., :-1], eps=1e-6)
+
+
+@MODELS.register_module()
+class DETRDistiller(BaseModel):
+    """DETRDistill (Chang et al., ICCV 2023) around two mmdet DETR-family detectors.
+
+    Args:
+        teacher: dict(config=<path or model dict>, checkpoint=<path>); frozen, eval mode, no grad.
+        student: dict(config=<path or model dict>, checkpoint=<optional init path>).
+        logits_kd / feature_kd / query_prior: loss sections (see the dataclasses in ``losses/``); each
+            has ``enable`` and ``weight``.
+    """
+
+    def __init__(self, teacher: dict, student: dict, logits_kd: dict | None = None,
+                 feature_kd: dict | None = None, query_prior: dict | None = None,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+        self.logits_cfg = _section(LogitsKDConfig, logits_kd, "logits_kd")
+        self.feature_cfg = _section(FeatureKDConfig, feature_kd, "feature_kd")
+        self.query_cfg = _section(QueryPriorConfig, query_prior, "query_prior")
+        student_model = build_detector(student, "student")
+        super().__init__(data_preprocessor=data_preprocessor or student_model.data_preprocessor,
+                         init_cfg=init_cfg)
+        self.student = student_model
+        if student.get("checkpoint"):
+            load_detector_weights(self.student, student["checkpoint"], "student")
+
+        if not teacher.get("checkpoint"):
+            raise ConfigError("model.teacher.checkpoint is not set; train a teacher with `make teacher` "
+                              "or point it at a trained checkpoint")
+        teacher_model = build_detector(teacher, "teacher")
+        load_detector_weights(teacher_model, teacher["checkpoint"], "teacher")
+        teacher_model.requires_grad_(False).eval()
+        object.__setattr__(self, "teacher", teacher_model)  # outside the module tree, see module doc
+        self._check_pair()
+
+        t_head, s_head = self.teacher.bbox_head, self.student.bbox_head
+        self.t_softmax, self.s_softmax = is_softmax_head(t_head), is_softmax_head(s_head)
+        t_dims = self.teacher.embed_dims
+        s_dims = self.student.embed_dims
+        # A query group of width E_t entering a student of width E_s needs a projection; bias-free so
+        # all-zero content queries (DETR, Conditional, DAB) stay zero.
+        self.query_proj = (nn.Linear(t_dims, s_dims, bias=False)
+                           if self.query_cfg.enable and t_dims != s_dims else None)
+        self.feature_adapters = None
+        if self.feature_cfg.enable:
+            t_ch, s_ch = t_dims, s_dims  # neck outputs and encoder memory both have embed_dims channels
+            self.feature_adapters = nn.ModuleList(
+                [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity()
+                 for _ in range(self._num_feature_levels())])
+
+    # -- construction checks -------------------------------------------------------------------------
+    def _check_pair(self) -> None:
+        t_classes = self.teacher.bbox_head.num_classes
+        s_classes = self.student.bbox_head.num_classes
+        if t_classes != s_classes:
+            raise ConfigError(f"teacher has {t_classes} classes but student has {s_classes}; distillation "
+                              f"needs one label space: set bbox_head.num_classes equal in both configs")
+        t_pre, s_pre = self.teacher.data_preprocessor, self.data_preprocessor
+        for attr in ("mean", "std"):
+            a, b = getattr(t_pre, attr, None), getattr(s_pre, attr, None)
+            if (a is None) != (b is None) or (a is not None and not torch.allclose(a, b)):
+                raise ConfigError(f"teacher and student data_preprocessor.{attr} differ; both models see the "
+                                  f"same normalised batch, so set them equal")
+        needs_assigner = self.query_cfg.enable or self.logits_cfg.mode == "split"
+        if needs_assigner and getattr(self.teacher.bbox_head, "assigner", None) is None:
+            raise ConfigError("the teacher config has no train_cfg.assigner, which query_prior and "
+                              "logits_kd.mode='split' need (the teacher's own assignment)")
+
+    def _num_feature_levels(self) -> int:
+        neck = getattr(self.student, "neck", None)
+        return getattr(neck, "num_outs", 1) if neck is not None else 1
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    # -- mmengine model interface --------------------------------------------------------------------
+    def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = "tensor"):
+        if mode == "loss":
+            return self.loss(inputs, data_samples)
+        if mode == "predict":
+            return self.student.predict(inputs, data_samples)
+        return self.student._forward(inputs, data_samples)
+
+    def loss(self, inputs: torch.Tensor, data_samples: list) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            teacher = forward_taps(self.teacher, inputs, data_samples)
+        student = forward_taps(self.student, inputs, data_samples)
+        gts = [s.gt_instances for s in data_samples]
+        metas = [s.metainfo for s in data_samples]
+        losses = detection_loss(self.student, student, gts, metas)
+
+        num_t, num_s = teacher.cls_scores.shape[0], student.cls_scores.shape[0]
+        needs_targets = self.query_cfg.enable or (self.logits_cfg.enable and self.logits_cfg.mode == "split")
+        targets = self._teacher_targets(teacher, gts, metas) if needs_targets else {}
+        if self.logits_cfg.enable:
+            losses.update(self._logits_kd(teacher, student, targets, group_stages(num_t, num_s)))
+        if self.feature_cfg.enable:
+            losses.update(self._feature_kd(teacher, student, gts, metas))
+        if self.query_cfg.enable:
+            losses.update(self._query_prior(teacher, student, targets, metas, assignment_stage(num_t, num_s)))
+        return losses
+
+    # -- the three losses ----------------------------------------------------------------------------
+    def _teacher_targets(self, teacher: Taps, gts: list, metas: list[dict]) -> dict[int, tuple]:
+        """The teacher's own Hungarian assignment to GT, per teacher stage (computed once per step)."""
+        head = self.teacher.bbox_head
+        out = {}
+        with torch.no_grad():
+            for stage in range(teacher.cls_scores.shape[0]):
+                cls, box = teacher.cls_scores[stage], teacher.bbox_preds[stage]
+                out[stage] = head.get_targets(list(cls), list(box), gts, metas)
+        return out
+
+    def _logits_kd(self, teacher: Taps, student: Taps, targets: dict, groups: list[list[int]]) -> dict:
+        cfg = self.logits_cfg
+        num_classes = self.student.bbox_head.num_classes
+        out = {}
+        for s_stage, t_stages in enumerate(groups):
+            s_cls = class_logits(student.cls_scores[s_stage, :, student.num_dn:], self.s_softmax)
+            s_box = student.bbox_preds[s_stage, :, student.num_dn:]
+            for t_stage in t_stages:
+                t_probs = class_logits(teacher.cls_scores[t_stage], self.t_softmax).sigmoid()
+                t_box = _clamped_cxcywh(teacher.bbox_preds[t_stage])
+                positive = ([labels != num_classes for labels in targets[t_stage][0]]
+                            if cfg.mode == "split" else None)
+                terms = logits_kd_loss(s_cls, s_box, t_probs, t_box, cfg, positive)
+                for name, value in terms.items():
+                    key = f"loss_lkd_{name}_s{s_stage}"
+                    out[key] = out.get(key, 0) + cfg.weight * value / len(t_stages)
+        return out
+
+    def _feature_kd(self, teacher: Taps, student: Taps, gts: list, metas: list[dict]) -> dict:
+        cfg = self.feature_cfg
+        if cfg.source == "neck":
+            t_maps, s_maps = list(teacher.feats), list(student.feats)
+        else:
+            t_maps, s_maps = teacher.encoder_maps(), student.encoder_maps()
+        if len(t_maps) != len(s_maps) or any(a.shape[-2:] != b.shape[-2:] for a, b in zip(t_maps, s_maps)):
+            raise ConfigError(f"feature_kd needs teacher and student features at the same levels and sizes, got "
+                              f"{[tuple(m.shape[-2:]) for m in t_maps]} vs {[tuple(m.shape[-2:]) for m in s_maps]}; "
+                              f"use the same neck num_outs and strides or disable feature_kd")
+        s_maps = [adapter(m) for adapter, m in zip(self.feature_adapters, s_maps)]
+        out = {}
+        for stage in range(teacher.cls_scores.shape[0]):
+            with torch.no_grad():
+                masks = self._quality_masks(teacher, stage, t_maps, gts, metas)
+            out[f"loss_fkd_t{stage}"] = cfg.weight * masked_feature_loss(t_maps, s_maps, masks)
+        return out
+
+    def _quality_masks(self, teacher: Taps, stage: int, t_maps: list[torch.Tensor], gts: list,
+                       metas: list[dict]) -> list[torch.Tensor]:
+        probs = class_logits(teacher.cls_scores[stage], self.t_softmax).sigmoid()
+        hidden = teacher.head_inputs["hidden_states"][stage]
+        per_image = []
+        for b, (gt, meta) in enumerate(zip(gts, metas)):
+            h, w = meta["img_shape"]
+            scale = probs.new_tensor([w, h, w, h])
+            query, quality = select_queries(probs[b], cxcywh_to_xyxy(teacher.bbox_preds[stage, b]) * scale,
+                                            gt.bboxes.to(probs.device).float(), self.feature_cfg.top_m)
+            per_image.append([quality_mask(hidden[b, query], quality, level[b], self.feature_cfg.min_mask)
+                              for level in t_maps])
+        return [torch.stack([img[level] for img in per_image]) for level in range(len(t_maps))]
+
+    def _query_prior(self, teacher: Taps, student: Taps, targets: dict, metas: list[dict],
+                     stage_of: list[int]) -> dict:
+        group = {}
+        for key in QUERY_KEYS:
+            value = teacher.decoder_inputs.get(key)
+            if value is None:
+                continue
+            value = value.detach()
+            if self.query_proj is not None and value.shape[-1] == self.teacher.embed_dims:
+                value = self.query_proj(value)
+            group[key] = value
+        cls_scores, bbox_preds = decode_query_group(self.student, student, group)
+        out = {}
+        for s_stage, t_stage in enumerate(stage_of):
+            terms = loss_under_assignment(self.student.bbox_head, cls_scores[s_stage], bbox_preds[s_stage],
+                                          targets[t_stage], metas)
+            for name, value in terms.items():
+                out[f"loss_qp_{name}_s{s_stage}"] = self.query_cfg.weight * value
+        return out

@@ -1,0 +1,1 @@
+"""DETRDistill's three losses, one module each (pure tensor functions, no mmdet model state)."""

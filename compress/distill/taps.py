@@ -1,0 +1,110 @@
+"""One forward pass of an mmdet DETR-family detector that keeps what the distillation losses need.
+
+This is the only module that walks mmdet's detector internals. It calls the same steps as
+``DetectionTransformer.forward_transformer`` (extract_feat -> pre_transformer -> forward_encoder ->
+pre_decoder -> forward_decoder) and the head's forward once, so nothing is computed twice and every
+intermediate is kept. Verified families: DETR, Deformable DETR (plain, box refinement, two-stage),
+Conditional DETR, DAB-DETR, DINO (see ``shared notes/mmdet-integration.md``).
+
+Shapes: B batch, L decoder stages, N queries, E embed dims, C classes, S encoder tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from mmdet.models.dense_heads import DeformableDETRHead
+from mmdet.models.detectors import DINO
+
+# The decoder inputs that carry a query group; everything else (memory, masks, spatial shapes) is shared
+# by every group decoded on the same encoder output.
+QUERY_KEYS = ("query", "query_pos", "reference_points")
+
+
+@dataclass
+class Taps:
+    """What a detector's forward exposes to the losses.
+
+    feats: neck outputs, per level (B, E, H, W).
+    memory: encoder output (B, S, E), tokens level-major in ``feats`` order.
+    decoder_inputs: keyword arguments of the detector's ``forward_decoder`` for its own queries.
+    head_inputs: ``forward_decoder`` outputs plus ``pre_decoder``'s extras (encoder proposals, dn_meta).
+    cls_scores: (L, B, N, C) sigmoid logits, or (L, B, N, C + 1) softmax logits (DETR).
+    bbox_preds: (L, B, N, 4) normalised cxcywh.
+    num_dn: leading denoising queries in N (DINO training), excluded from distillation.
+    """
+
+    feats: tuple[torch.Tensor, ...]
+    memory: torch.Tensor
+    decoder_inputs: dict
+    head_inputs: dict
+    cls_scores: torch.Tensor
+    bbox_preds: torch.Tensor
+    num_dn: int = 0
+    extras: dict = field(default_factory=dict)
+
+    def encoder_maps(self) -> list[torch.Tensor]:
+        """The encoder output reshaped per level to (B, E, H, W) like ``feats``."""
+        maps, start = [], 0
+        for f in self.feats:
+            h, w = f.shape[-2:]
+            tokens = self.memory[:, start:start + h * w]
+            maps.append(tokens.transpose(1, 2).reshape(f.shape[0], -1, h, w))
+            start += h * w
+        return maps
+
+
+def is_softmax_head(head) -> bool:
+    """DETR's head classifies with a softmax over C + 1 classes; all others use per-class sigmoids."""
+    return not getattr(head.loss_cls, "use_sigmoid", False)
+
+
+def head_forward(model, head_inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the head once on decoder outputs; returns (cls_scores, bbox_preds) stacked over stages."""
+    args = {k: head_inputs[k] for k in ("hidden_states", "references") if k in head_inputs}
+    cls_scores, bbox_preds = model.bbox_head(**args)
+    return cls_scores, bbox_preds
+
+
+def forward_taps(model, inputs: torch.Tensor, data_samples: list) -> Taps:
+    """The detector's transformer forward, keeping every intermediate (grad follows the caller's mode)."""
+    feats = model.extract_feat(inputs)
+    encoder_inputs, decoder_inputs = model.pre_transformer(feats, data_samples)
+    encoder_outputs = model.forward_encoder(**encoder_inputs)
+    if isinstance(model, DINO):
+        query_inputs, head_inputs = model.pre_decoder(**encoder_outputs, batch_data_samples=data_samples)
+    else:
+        query_inputs, head_inputs = model.pre_decoder(**encoder_outputs)
+    decoder_inputs.update(query_inputs)
+    head_inputs.update(model.forward_decoder(**decoder_inputs))
+    cls_scores, bbox_preds = head_forward(model, head_inputs)
+    dn_meta = head_inputs.get("dn_meta")
+    num_dn = int(dn_meta["num_denoising_queries"]) if dn_meta else 0
+    return Taps(feats=tuple(feats), memory=encoder_outputs["memory"], decoder_inputs=decoder_inputs,
+                head_inputs=head_inputs, cls_scores=cls_scores, bbox_preds=bbox_preds, num_dn=num_dn)
+
+
+def detection_loss(model, taps: Taps, batch_gt_instances: list, batch_img_metas: list[dict]) -> dict:
+    """The detector's own loss from the kept head outputs (equals ``model.loss`` without a second forward)."""
+    head = model.bbox_head
+    args: list = [taps.cls_scores, taps.bbox_preds]
+    if isinstance(head, DeformableDETRHead):  # Deformable and DINO heads take the encoder proposals
+        args += [taps.head_inputs.get("enc_outputs_class"), taps.head_inputs.get("enc_outputs_coord")]
+    args += [batch_gt_instances, batch_img_metas]
+    if "dn_meta" in taps.head_inputs:
+        args.append(taps.head_inputs["dn_meta"])
+    return head.loss_by_feat(*args)
+
+
+def decode_query_group(model, taps: Taps, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode an extra query group on ``taps``' encoder output; returns its (cls_scores, bbox_preds).
+
+    ``group`` maps ``QUERY_KEYS`` to tensors; a separate decoder call keeps the group independent of the
+    model's own queries without mask plumbing, and the encoder is not run again.
+    """
+    decoder_inputs = dict(taps.decoder_inputs)
+    decoder_inputs.update({k: v for k, v in group.items() if k in decoder_inputs})
+    if "dn_mask" in decoder_inputs:
+        decoder_inputs["dn_mask"] = None
+    return head_forward(model, model.forward_decoder(**decoder_inputs))

@@ -1,0 +1,43 @@
+"""COCO evaluation (pycocotools through mmdet's CocoMetric), shared by training, export and benchmarks.
+
+AP values are reported on the usual 0-100 scale under short keys (AP, AP50, AP75, APs, APm, APl).
+"""
+
+from __future__ import annotations
+
+import torch
+from mmengine.config import Config
+from mmengine.evaluator import Evaluator
+from mmengine.runner import Runner
+from tqdm import tqdm
+
+from mmdet.registry import METRICS
+
+_KEYS = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75", "bbox_mAP_s": "APs",
+         "bbox_mAP_m": "APm", "bbox_mAP_l": "APl"}
+
+
+def coco_summary(metrics: dict) -> dict[str, float]:
+    """mmdet's ``coco/bbox_mAP``-style keys (0-1) -> {AP, AP50, ...} on 0-100."""
+    out = {}
+    for key, value in metrics.items():
+        short = _KEYS.get(key.split("/")[-1])
+        if short is not None:
+            out[short] = round(100.0 * float(value), 2)
+    return out
+
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, cfg: Config, desc: str = "evaluating") -> dict[str, float]:
+    """COCO metrics of ``model`` (an mmengine model with val_step) on ``cfg.val_dataloader``."""
+    loader = Runner.build_dataloader(cfg.val_dataloader)
+    evaluator = Evaluator(METRICS.build(cfg.val_evaluator))
+    evaluator.dataset_meta = loader.dataset.metainfo
+    was_training = model.training
+    model.eval()
+    try:
+        for data in tqdm(loader, desc=desc, unit="batch"):
+            evaluator.process(data_samples=model.val_step(data), data_batch=data)
+    finally:
+        model.train(was_training)
+    return coco_summary(evaluator.evaluate(len(loader.dataset)))

@@ -1,0 +1,171 @@
+"""Training entry points behind the CLI and tools/: teacher / baseline training, distillation, evaluation.
+
+Everything goes through the real mmengine Runner (checkpoints, resume, AMP, gradient clipping, param-wise
+lr multipliers, torchrun launcher); this module only checks inputs first, and writes the user-facing
+results afterwards: a plain student model file, a metrics JSON, a results table and training curves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.dist import is_main_process
+from mmengine.runner import Runner
+
+from compress import __version__
+from compress.checkpoints import save_model_file, sha256_file
+from compress.config import check_datasets, check_num_classes, load_config
+from compress.errors import ConfigError
+from compress.evaluation import coco_summary, evaluate_model
+from compress.report import plot_training_curves, render_table
+
+import compress.distill  # noqa: F401,E402  (registrations; configs also import it)
+
+
+def prepare_config(args: Namespace) -> Config:
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)
+    cfg.resume = bool(args.resume)
+    cfg.launcher = args.launcher
+    if args.amp:
+        if not torch.cuda.is_available():
+            raise ConfigError("--amp needs a CUDA GPU (mmengine's AmpOptimWrapper does not run on CPU); "
+                              "drop --amp on this machine")
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    if not torch.cuda.is_available():
+        cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
+    check_datasets(cfg)
+    return cfg
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def detector_of(model: torch.nn.Module) -> torch.nn.Module:
+    model = unwrap(model)
+    return getattr(model, "student", model)
+
+
+def build_runner(cfg: Config) -> Runner:
+    runner = Runner.from_cfg(cfg)
+    check_num_classes(detector_of(runner.model).bbox_head.num_classes, cfg)
+    return runner
+
+
+def final_metrics(runner: Runner, cfg: Config) -> dict[str, float]:
+    """The val metrics at the last iteration: reused when the loop just evaluated, else computed."""
+    hub = runner.message_hub
+    interval = cfg.train_cfg.get("val_interval", 0)
+    if interval and runner.iter % interval == 0 and "val/coco/bbox_mAP" in hub.log_scalars:
+        return coco_summary({k: v.current() for k, v in hub.log_scalars.items() if k.startswith("val/coco/")})
+    return evaluate_model(runner.model, cfg, desc="evaluating student")
+
+
+def step_time(runner: Runner) -> float | None:
+    scalar = runner.message_hub.log_scalars.get("train/time")
+    return round(float(scalar.mean()), 4) if scalar is not None else None
+
+
+def num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def detector_config_text(source) -> str:
+    """The detector's full config as Python text, stored in model files so they rebuild without the repo."""
+    cfg = Config.fromfile(str(source)) if isinstance(source, (str, Path)) else Config(dict(model=source))
+    return Config(dict(model=cfg.model)).pretty_text
+
+
+def save_detector(model: torch.nn.Module, path: str | Path, config_source, cfg: Config, metrics: dict,
+                  half: bool = False) -> str:
+    meta = {"config": detector_config_text(config_source),
+            "classes": list(cfg.train_dataloader.dataset.get("metainfo", {}).get("classes", [])),
+            "metrics": metrics, "project_version": __version__,
+            "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return save_model_file(model.state_dict(), path, meta, half=half)
+
+
+def train_detector(args: Namespace) -> dict:
+    """Train one detector alone (the teacher, or a student baseline) and evaluate it."""
+    cfg = prepare_config(args)
+    runner = build_runner(cfg)
+    runner.train()
+    if not is_main_process():
+        return {}
+    metrics = final_metrics(runner, cfg)
+    model = unwrap(runner.model)
+    result = {"config": args.config, "metrics": metrics, "params": num_params(model),
+              "step_time_s": step_time(runner), "iterations": runner.iter}
+    if getattr(args, "export_to", None):
+        result["checkpoint"] = args.export_to
+        result["sha256"] = save_detector(model, args.export_to, args.config, cfg, metrics,
+                                         half=getattr(args, "half", False))
+    Path(cfg.work_dir, "metrics.json").write_text(json.dumps(result, indent=2))
+    plot_training_curves(cfg.work_dir, Path(cfg.work_dir) / "curves.png")
+    print(render_table([{"model": Path(args.config).stem, **metrics, "params (M)": result["params"] / 1e6,
+                         "s/step": result["step_time_s"]}]))
+    return result
+
+
+def _teacher_metrics(distiller, cfg: Config) -> dict[str, float]:
+    """Teacher AP on this val split, cached next to the teacher checkpoint (keyed by both files)."""
+    ckpt = cfg.model.teacher["checkpoint"]
+    ann = Path(cfg.val_evaluator.ann_file)
+    key = f"{sha256_file(ckpt)}:{sha256_file(ann) if ann.is_file() else ann}"
+    cache = Path(str(ckpt) + ".eval.json")
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["metrics"]
+    metrics = evaluate_model(distiller.teacher, cfg, desc="evaluating teacher")
+    cache.write_text(json.dumps({"key": key, "metrics": metrics}, indent=2))
+    return metrics
+
+
+def distill(args: Namespace) -> dict:
+    """Train the student with DETRDistill, evaluate teacher and student, write the student model file."""
+    cfg = prepare_config(args)
+    runner = build_runner(cfg)
+    runner.train()
+    if not is_main_process():
+        return {}
+    distiller = unwrap(runner.model)
+    student_metrics = final_metrics(runner, cfg)
+    teacher_metrics = _teacher_metrics(distiller, cfg)
+    out = Path(getattr(args, "export_to", None) or Path(cfg.work_dir) / "student.pth")
+    sha = save_detector(distiller.student, out, cfg.model.student["config"], cfg, student_metrics)
+    rows = [
+        {"model": "teacher", **teacher_metrics, "params (M)": num_params(distiller.teacher) / 1e6, "s/step": None},
+        {"model": "student + DETRDistill", **student_metrics, "params (M)": num_params(distiller.student) / 1e6,
+         "s/step": step_time(runner)},
+    ]
+    result = {"config": args.config, "teacher": rows[0], "student": rows[1], "student_checkpoint": str(out),
+              "student_sha256": sha, "iterations": runner.iter}
+    Path(cfg.work_dir, "metrics.json").write_text(json.dumps(result, indent=2))
+    plot_training_curves(cfg.work_dir, Path(cfg.work_dir) / "curves.png")
+    print(render_table(rows))
+    print(f"student model: {out}  metrics: {Path(cfg.work_dir, 'metrics.json')}  "
+          f"curves: {Path(cfg.work_dir, 'curves.png')}")
+    return result
+
+
+def evaluate_checkpoint(config: str, checkpoint: str, cfg_options: dict | None = None) -> dict[str, float]:
+    """COCO-evaluate a detector model file (or a distiller checkpoint's student) on the config's val split."""
+    from compress.distill.distiller import build_detector, load_detector_weights
+
+    cfg = load_config(config, cfg_options)
+    check_datasets(cfg, splits=("val_dataloader",))
+    source = cfg.model.student["config"] if cfg.model.get("type") == "DETRDistiller" else cfg.model.to_dict()
+    model = build_detector({"config": source}, "student")
+    check_num_classes(model.bbox_head.num_classes, cfg)
+    load_detector_weights(model, checkpoint, "student")
+    metrics = evaluate_model(model, cfg)
+    print(render_table([{"model": Path(checkpoint).name, **metrics, "params (M)": num_params(model) / 1e6}]))
+    return metrics

@@ -1,0 +1,68 @@
+"""Hungarian-matching logits distillation on a hand-built case."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+S_LOGITS = torch.tensor([[[2.0, -1.0], [-3.0, 0.5]]])
+S_BOXES = torch.tensor([[[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]]])
+T_PROBS = torch.tensor([[[0.1, 0.6], [0.9, 0.2]]])
+# teacher 1 sits on student 0 (taller by 0.1), teacher 0 exactly on student 1
+T_BOXES = torch.tensor([[[0.7, 0.7, 0.2, 0.2], [0.3, 0.3, 0.2, 0.3]]])
+# BCE(x, p) = softplus(x) - x p, summed over classes, for the pairs (s0, t1) and (s1, t0)
+BCE_S0_T1 = softplus(2.0) - 2.0 * 0.9 + softplus(-1.0) + 1.0 * 0.2
+BCE_S1_T0 = softplus(-3.0) + 3.0 * 0.1 + softplus(0.5) - 0.5 * 0.6
+GIOU_S0_T1 = 0.04 / 0.06  # student box inside the teacher box: IoU = 0.04 / 0.06, hull = union
+
+
+def test_all_pairs_hand_computed():
+    loss = logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, LogitsKDConfig())
+    assert loss["cls"].item() == pytest.approx((BCE_S0_T1 + BCE_S1_T0) / 2, abs=1e-5)
+    assert loss["l1"].item() == pytest.approx(5.0 * 0.1 / 2, abs=1e-5)
+    assert loss["giou"].item() == pytest.approx(2.0 * (1 - GIOU_S0_T1) / 2, abs=1e-5)
+
+
+def test_split_mode_negatives_carry_no_box_terms():
+    cfg = LogitsKDConfig(mode="split")
+    # teacher 0 positive: student 1 matches it exactly (no box error); student 0 -> negative teacher 1
+    loss = logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, cfg, [torch.tensor([True, False])])
+    assert loss["cls"].item() == pytest.approx((BCE_S0_T1 + BCE_S1_T0) / 2, abs=1e-5)
+    assert loss["l1"].item() == pytest.approx(0.0, abs=1e-6)
+    assert loss["giou"].item() == pytest.approx(0.0, abs=1e-6)
+    # teacher 1 positive: its box error counts, averaged over the single positive pair
+    loss = logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, cfg, [torch.tensor([False, True])])
+    assert loss["l1"].item() == pytest.approx(5.0 * 0.1, abs=1e-5)
+    assert loss["giou"].item() == pytest.approx(2.0 * (1 - GIOU_S0_T1), abs=1e-5)
+
+
+def test_fewer_teacher_queries_leave_students_unmatched():
+    # one teacher prediction: only student 1 (exact box) is matched; normalisation stays B x N_student
+    loss = logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS[:, :1], T_BOXES[:, :1], LogitsKDConfig())
+    assert loss["cls"].item() == pytest.approx(BCE_S1_T0 / 2, abs=1e-5)
+    assert loss["l1"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gradient_reaches_student_only_through_matched_pairs():
+    logits = S_LOGITS.clone().requires_grad_(True)
+    boxes = S_BOXES.clone().requires_grad_(True)
+    loss = logits_kd_loss(logits, boxes, T_PROBS[:, :1], T_BOXES[:, :1], LogitsKDConfig())
+    sum(loss.values()).backward()
+    assert logits.grad[0, 1].abs().sum() > 0  # the matched student
+    assert logits.grad[0, 0].abs().sum() == 0 and boxes.grad[0, 0].abs().sum() == 0  # the unmatched one
+
+
+def test_split_mode_requires_positives_and_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="positive"):
+        logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, LogitsKDConfig(mode="split"))
+    with pytest.raises(ValueError, match="mode"):
+        LogitsKDConfig(mode="kl")
