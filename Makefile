@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FLAVOUR ?= cpu
 TEACHER_CKPT ?= checkpoints/teacher_dino_synthetic.pth
 DISTILL_CONFIG ?= configs/distill/detrdistill_dino_synthetic.py
-TEACHER_CONFIG ?= configs/detectors/dino_r18w32_synthetic_teacher.py
+TEACHER_CONFIG ?= configs/detectors/dino256_r18w16_synthetic_teacher.py
 PYTEST_ARGS ?=
 
 .PHONY: setup data teacher distill test lint clean

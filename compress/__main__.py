@@ -14,7 +14,7 @@ from mmengine.config import DictAction
 from compress.errors import DetrDistillError
 
 DEFAULT_DISTILL = "configs/distill/detrdistill_dino_synthetic.py"
-DEFAULT_TEACHER = "configs/detectors/dino_r18w32_synthetic_teacher.py"
+DEFAULT_TEACHER = "configs/detectors/dino256_r18w16_synthetic_teacher.py"
 
 
 def _add_train_args(p: argparse.ArgumentParser, config: str) -> None:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             from compress.data.synthetic import SyntheticSpec, generate
 
             files = generate(args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
-                             spec=SyntheticSpec(image_size=args.image_size))
+                             spec=SyntheticSpec.for_size(args.image_size))
             for split, path in files.items():
                 print(f"{split}: {path}")
         elif args.command == "train-teacher":

@@ -17,7 +17,7 @@ from compress.errors import ConfigError
 
 
 def _check_override_key(cfg: Config, key: str, path: str) -> None:
-    node = cfg
+    node = cfg.to_dict()
     walked = []
     for part in key.split("."):
         if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):

@@ -6,12 +6,11 @@ AP values are reported on the usual 0-100 scale under short keys (AP, AP50, AP75
 from __future__ import annotations
 
 import torch
+from mmdet.registry import METRICS
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.runner import Runner
 from tqdm import tqdm
-
-from mmdet.registry import METRICS
 
 _KEYS = {"bbox_mAP": "AP", "bbox_mAP_50": "AP50", "bbox_mAP_75": "AP75", "bbox_mAP_s": "APs",
          "bbox_mAP_m": "APm", "bbox_mAP_l": "APl"}

@@ -17,14 +17,13 @@ from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
+import compress.distill  # noqa: F401,E402  (registrations; configs also import it)
 from compress import __version__
 from compress.checkpoints import save_model_file, sha256_file
 from compress.config import check_datasets, check_num_classes, load_config
 from compress.errors import ConfigError
 from compress.evaluation import coco_summary, evaluate_model
 from compress.report import plot_training_curves, render_table
-
-import compress.distill  # noqa: F401,E402  (registrations; configs also import it)
 
 
 def prepare_config(args: Namespace) -> Config:

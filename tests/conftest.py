@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def save_random_detector(model_cfg: dict, path: Path, seed: int = 0) -> Path:
 
     register_all_modules()
     torch.manual_seed(seed)
-    model = MODELS.build(model_cfg)
+    model = MODELS.build(copy.deepcopy(model_cfg))
     model.init_weights()
     save_model_file(model.state_dict(), path, meta={"note": "random init for tests"})
     return path

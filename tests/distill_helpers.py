@@ -35,7 +35,7 @@ def run_steps(distiller, steps: int = 2, batch_size: int = 2, size: int = 96) ->
         opt.zero_grad()
         total.backward()
         history.append({k: v.detach() for k, v in losses.items()})
-        history[-1]["_grad_norm"] = sum(p.grad.norm() ** 2 for p in distiller.student.parameters()
-                                        if p.grad is not None) ** 0.5
+        history[-1]["_grad_norm"] = torch.stack([p.grad.norm() for p in distiller.student.parameters()
+                                                 if p.grad is not None]).norm()
         opt.step()
     return history

@@ -17,7 +17,8 @@ def _check(distiller, history, student_stages: int, teacher_stages: int) -> None
     assert {f"loss_qp_cls_s{s}" for s in range(student_stages)} <= losses.keys()
     assert {f"loss_fkd_t{t}" for t in range(teacher_stages)} <= losses.keys()
     assert f"loss_lkd_cls_s{student_stages}" not in losses
-    assert all(math.isfinite(float(v)) for v in losses.values())
+    for key, value in losses.items():
+        assert math.isfinite(float(value)), key
     assert float(losses["_grad_norm"]) > 0
 
 

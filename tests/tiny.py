@@ -46,8 +46,10 @@ def _output_channels(backbone: dict) -> list[int]:
     from mmdet.utils import register_all_modules
 
     register_all_modules()
+    net = MODELS.build(copy.deepcopy(backbone))
+    net.eval()  # (mmdet's MobileNetV2.train returns None, so no chaining)
     with torch.no_grad():
-        outs = MODELS.build(copy.deepcopy(backbone)).eval()(torch.zeros(1, 3, 64, 64))
+        outs = net(torch.zeros(1, 3, 64, 64))
     return [o.shape[1] for o in outs]
 
 
@@ -71,6 +73,7 @@ def tiny_model(family: str, *, embed_dims: int | None = None, enc_layers: int = 
     for key, value in (("embed_dims", dims), ("feedforward_channels", 2 * dims), ("num_feats", dims // 2),
                        ("num_classes", num_classes)):
         _replace(model, key, value)
+    model["bbox_head"]["embed_dims"] = dims
     model["encoder"]["num_layers"] = enc_layers
     model["decoder"]["num_layers"] = dec_layers
     model["num_queries"] = num_queries

@@ -45,6 +45,12 @@ class SyntheticSpec:
     max_covered: float = 0.5
     noise_std: float = 8.0
 
+    @classmethod
+    def for_size(cls, image_size: int) -> SyntheticSpec:
+        """The default difficulty at another image size (object sizes scale with the image)."""
+        scale = image_size / cls.image_size
+        return cls(image_size=image_size, min_size=max(6.0, cls.min_size * scale), max_size=cls.max_size * scale)
+
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     """Vertices of a class shape inscribed in a circle of radius ``r``."""

@@ -12,25 +12,24 @@ it with the student.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.model import BaseModel
-
-from mmdet.registry import MODELS
+from mmengine.registry import DefaultScope
 
 from compress.checkpoints import load_state_dict_file
 from compress.distill.box_ops import cxcywh_to_xyxy
-from compress.distill.losses.feature_kd import (FeatureKDConfig, masked_feature_loss, quality_mask,
-                                                select_queries)
+from compress.distill.losses.feature_kd import FeatureKDConfig, masked_feature_loss, quality_mask, select_queries
 from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss
 from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_assignment
 from compress.distill.stage_pairing import assignment_stage, group_stages
-from compress.distill.taps import (QUERY_KEYS, Taps, decode_query_group, detection_loss, forward_taps,
-                                   is_softmax_head)
+from compress.distill.taps import QUERY_KEYS, Taps, decode_query_group, detection_loss, forward_taps, is_softmax_head
 from compress.errors import CheckpointError, ConfigError
 
 
@@ -60,9 +59,10 @@ def build_detector(spec: dict, role: str) -> nn.Module:
             raise ConfigError(f"model.{role}.config file not found: {source}; paths are relative to the "
                               f"working directory (run from the repository root)")
         model_cfg = Config.fromfile(str(source)).model
-    else:
-        model_cfg = Config(dict(source)).to_dict() if not isinstance(source, Config) else source
-    return MODELS.build(model_cfg)
+    else:  # mmdet's detectors write into the dict they are built from: build from a copy
+        model_cfg = copy.deepcopy(source.to_dict() if isinstance(source, Config) else dict(source))
+    with DefaultScope.overwrite_default_scope("mmdet"):  # nested parts (data preprocessor) resolve in mmdet
+        return MODELS.build(model_cfg)
 
 
 def load_detector_weights(model: nn.Module, path: str, role: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from mmengine.hooks import Hook
-
+import torch
 from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
 
 from compress.errors import TrainingError
 
@@ -24,7 +24,7 @@ class NaNLossHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not outputs:
             return
-        bad = [k for k, v in outputs.items() if "loss" in k and not math.isfinite(float(v))]
+        bad = [k for k, v in outputs.items() if "loss" in k and not math.isfinite(float(torch.as_tensor(v).detach()))]
         if bad:
             raise TrainingError(
                 f"non-finite loss ({', '.join(bad)}) at iteration {runner.iter + 1} of {runner.cfg.filename}; "

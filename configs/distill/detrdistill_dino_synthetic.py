@@ -1,4 +1,4 @@
-# The embedded default: DETRDistill from the DINO R18-w32 4+4 teacher into the DINO R18-w16 2+2 student
+# The embedded default: DETRDistill from the DINO 256-d teacher into the 128-d DINO student
 # on the synthetic dataset, 1000 iterations at batch 4 on CPU (`make distill`).
 _base_ = [
     '../_base_/datasets/synthetic_detection.py', '../_base_/schedules/iter_adamw.py',
@@ -7,10 +7,10 @@ _base_ = [
 model = dict(
     type='DETRDistiller',
     teacher=dict(
-        config='configs/detectors/dino_r18w32_synthetic_teacher.py',
+        config='configs/detectors/dino256_r18w16_synthetic_teacher.py',
         checkpoint='checkpoints/teacher_dino_synthetic.pth'),
-    student=dict(config='configs/detectors/dino_r18w16_synthetic_student.py'),
-    # Hungarian-matching logits distillation, per decoder stage (teacher 4 stages -> student 2).
+    student=dict(config='configs/detectors/dino128_r18w16_synthetic_student.py'),
+    # Hungarian-matching logits distillation, per decoder stage (2 teacher stages -> 2 student stages).
     # mode: 'all_pairs' (official code, default) or 'split' (paper: positives / negatives).
     logits_kd=dict(enable=True, weight=1.0, mode='all_pairs', cls_weight=1.0, l1_weight=5.0, giou_weight=2.0),
     # Target-aware feature distillation on the neck outputs ('encoder' for the encoder memory).

@@ -1,0 +1,29 @@
+# Student of the embedded default, and its no-distillation baseline when trained alone: DINO at 128-d
+# (AnyWidthDINO, see compress/models/dino.py), ResNet-18 at base width 16, 2 encoder + 2 decoder layers,
+# FFN 512, 50 queries. 1000 iterations at batch 4.
+_base_ = [
+    '../_base_/models/dino_tiny.py', '../_base_/datasets/synthetic_detection.py',
+    '../_base_/schedules/iter_adamw.py', '../_base_/default_runtime.py'
+]
+embed_dims = 128
+model = dict(
+    type='AnyWidthDINO',
+    neck=dict(out_channels=embed_dims),
+    encoder=dict(
+        num_layers=2,
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=embed_dims),
+            ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=512))),
+    decoder=dict(
+        num_layers=2,
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=embed_dims),
+            cross_attn_cfg=dict(embed_dims=embed_dims),
+            ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=512))),
+    positional_encoding=dict(num_feats=embed_dims // 2),
+    bbox_head=dict(embed_dims=embed_dims))
+max_iters = 1000
+train_cfg = dict(max_iters=max_iters, val_interval=500)
+param_scheduler = [
+    dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[850], gamma=0.1)
+]

@@ -1,0 +1,121 @@
+"""Each anticipated failure is one clear line naming the file and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from compress.errors import CheckpointError, ConfigError, DataError, TrainingError
+from tests.distill_helpers import build_distiller
+from tests.tiny import tiny_model
+
+
+def _one_line(err) -> str:
+    text = str(err.value)
+    assert "\n" not in text and len(text) < 400
+    return text
+
+
+def test_missing_teacher_checkpoint(tmp_path):
+    from mmdet.registry import MODELS
+
+    import compress.distill  # noqa: F401
+
+    with pytest.raises(CheckpointError) as err:
+        MODELS.build(dict(type="DETRDistiller", teacher=dict(config=tiny_model("deformable"),
+                                                             checkpoint=str(tmp_path / "none.pth")),
+                          student=dict(config=tiny_model("deformable"))))
+    assert "teacher checkpoint not found" in _one_line(err) and "make teacher" in str(err.value)
+
+
+def test_unreadable_and_mismatched_teacher_checkpoint(tmp_path):
+    from mmdet.registry import MODELS
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as err:
+        MODELS.build(dict(type="DETRDistiller", teacher=dict(config=tiny_model("deformable"), checkpoint=str(bad)),
+                          student=dict(config=tiny_model("deformable"))))
+    assert "unreadable" in _one_line(err) and str(bad) in str(err.value)
+    # a DAB-DETR checkpoint given to a Deformable DETR teacher config
+    build_distiller(tmp_path, tiny_model("dab"), tiny_model("dab"))
+    with pytest.raises(CheckpointError) as err:
+        MODELS.build(dict(type="DETRDistiller",
+                          teacher=dict(config=tiny_model("deformable"), checkpoint=str(tmp_path / "teacher.pth")),
+                          student=dict(config=tiny_model("deformable"))))
+    assert "does not fit the teacher config" in _one_line(err)
+
+
+def test_class_count_mismatch(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        build_distiller(tmp_path, tiny_model("deformable", num_classes=6), tiny_model("deformable", num_classes=5))
+    assert "teacher has 6 classes but student has 5" in _one_line(err)
+
+
+def test_unknown_loss_key_and_bad_mode(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable"), logits_kd=dict(wieght=2.0))
+    assert "unknown key(s) ['wieght'] in model.logits_kd" in _one_line(err)
+    with pytest.raises(ConfigError) as err:
+        build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable"), feature_kd=dict(source="fpn"))
+    assert "feature_kd.source" in _one_line(err)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_unknown_config_key_is_one_line():
+    res = _cli("distill", "--cfg-options", "train_cfg.max_itres=5")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0
+    assert "unknown config key 'train_cfg.max_itres'" in res.stderr and "max_iters" in res.stderr
+
+
+def test_cli_missing_dataset_is_one_line(tmp_path):
+    res = _cli("train-teacher", "--cfg-options", f"train_dataloader.dataset.data_root={tmp_path}/nowhere/")
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
+    assert "annotation file not found" in res.stderr and "generate-data" in res.stderr
+
+
+def test_cli_missing_config_file():
+    res = _cli("distill", "--config", "configs/nope.py")
+    assert res.returncode == 2 and "config file not found: configs/nope.py" in res.stderr
+
+
+def test_dataset_class_count_mismatch(tiny_dataset, tmp_path):
+    from compress.config import check_num_classes, load_config
+
+    cfg = load_config("configs/detectors/dino128_r18w16_synthetic_student.py")
+    with pytest.raises(ConfigError) as err:
+        check_num_classes(5, cfg)
+    assert "predicts 5 classes but the dataset has 6" in _one_line(err)
+
+
+def test_malformed_dataset_through_the_config(tmp_path):
+    from compress.config import check_datasets, load_config
+
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_train.json").write_text('{"images": []}')
+    cfg = load_config("configs/detectors/dino128_r18w16_synthetic_student.py",
+                      {"train_dataloader.dataset.data_root": str(tmp_path) + "/"})
+    with pytest.raises(DataError) as err:
+        check_datasets(cfg, splits=("train_dataloader",))
+    assert "missing or non-list 'annotations'" in _one_line(err)
+
+
+def test_nan_loss_stops_with_one_line():
+    from types import SimpleNamespace
+
+    from compress.distill.hooks import NaNLossHook
+
+    runner = SimpleNamespace(iter=41, cfg=SimpleNamespace(filename="configs/x.py"))
+    NaNLossHook().after_train_iter(runner, 0, outputs={"loss": torch.tensor(1.0)})
+    with pytest.raises(TrainingError) as err:
+        NaNLossHook().after_train_iter(runner, 0, outputs={"loss": torch.tensor(float("nan")),
+                                                           "loss_cls": torch.tensor(0.5)})
+    assert "non-finite loss (loss) at iteration 42 of configs/x.py" in _one_line(err)
+    assert "lr" in str(err.value)
