@@ -7,7 +7,9 @@ DISTILL_CONFIG ?= configs/distill/detrdistill_dino_synthetic.py
 TEACHER_CONFIG ?= configs/detectors/dino256_r18w16_synthetic_teacher.py
 PYTEST_ARGS ?=
 
-.PHONY: setup data teacher distill test lint clean
+STUDENT_CONFIG ?= configs/detectors/dino128_r18w16_synthetic_student.py
+
+.PHONY: setup data teacher baseline distill test lint clean
 
 setup:
 	VENV=$(VENV) FLAVOUR=$(FLAVOUR) bash tools/setup_env.sh
@@ -19,6 +21,10 @@ data: setup
 teacher: data
 	$(PY) -m compress train-teacher --config $(TEACHER_CONFIG) --work-dir work_dirs/teacher \
 		--export-to $(TEACHER_CKPT) --half
+
+# The student trained alone on the same data and schedule: the no-distillation baseline.
+baseline: data
+	$(PY) -m compress train-teacher --config $(STUDENT_CONFIG) --work-dir work_dirs/student_baseline
 
 # The main job: data (if absent) -> teacher (if absent) -> DETRDistill student -> evaluation table.
 distill: data

@@ -15,8 +15,10 @@ def build_distiller(tmp_path: Path, teacher_cfg: dict, student_cfg: dict, **sect
     import compress.distill  # noqa: F401
 
     ckpt = save_random_detector(teacher_cfg, tmp_path / "teacher.pth")
-    return MODELS.build(dict(type="DETRDistiller", teacher=dict(config=teacher_cfg, checkpoint=str(ckpt)),
-                             student=dict(config=student_cfg), **sections))
+    distiller = MODELS.build(dict(type="DETRDistiller", teacher=dict(config=teacher_cfg, checkpoint=str(ckpt)),
+                                  student=dict(config=student_cfg), **sections))
+    distiller.init_weights()  # as the Runner does before training
+    return distiller
 
 
 def teacher_snapshot(distiller) -> dict[str, torch.Tensor]:

@@ -40,7 +40,7 @@ class SyntheticSpec:
     min_objects: int = 2
     max_objects: int = 6
     min_size: float = 10.0
-    max_size: float = 96.0
+    max_size: float = 128.0
     num_distractors: tuple[int, int] = (1, 4)
     max_covered: float = 0.5
     noise_std: float = 8.0

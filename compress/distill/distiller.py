@@ -117,8 +117,9 @@ class DETRDistiller(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor or student_model.data_preprocessor,
                          init_cfg=init_cfg)
         self.student = student_model
-        if student.get("checkpoint"):
-            load_detector_weights(self.student, student["checkpoint"], "student")
+        self.student_checkpoint = student.get("checkpoint")
+        if self.student_checkpoint:
+            load_detector_weights(self.student, self.student_checkpoint, "student")
 
         if not teacher.get("checkpoint"):
             raise ConfigError("model.teacher.checkpoint is not set; train a teacher with `make teacher` "
@@ -165,6 +166,13 @@ class DETRDistiller(BaseModel):
     def _num_feature_levels(self) -> int:
         neck = getattr(self.student, "neck", None)
         return getattr(neck, "num_outs", 1) if neck is not None else 1
+
+    def init_weights(self) -> None:
+        """mmdet's DETR initialisation for the student; the Runner calls this after __init__, so a student
+        init checkpoint is loaded again afterwards instead of being overwritten."""
+        super().init_weights()
+        if self.student_checkpoint:
+            load_detector_weights(self.student, self.student_checkpoint, "student")
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
