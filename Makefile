@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 STUDENT_CONFIG ?= configs/detectors/dino128_r18w16_synthetic_student.py
 
-.PHONY: setup data teacher baseline distill test lint clean
+.PHONY: setup data teacher baseline distill export test lint clean
 
 setup:
 	VENV=$(VENV) FLAVOUR=$(FLAVOUR) bash tools/setup_env.sh
@@ -30,6 +30,12 @@ baseline: data
 distill: data
 	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
 	$(PY) -m compress distill --config $(DISTILL_CONFIG) --work-dir work_dirs/distill
+
+# ONNX export of the distilled student with parity and AP verification.
+export: setup
+	@if [ ! -f work_dirs/distill/student.pth ]; then echo "no student yet: run make distill first" >&2; exit 2; fi
+	$(PY) -m compress export-onnx --config $(DISTILL_CONFIG) --checkpoint work_dirs/distill/student.pth \
+		--out work_dirs/export/student.onnx
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

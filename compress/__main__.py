@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", required=True, help="detector (or distiller) config")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE")
+    x = sub.add_parser("export-onnx", help="export a model file to ONNX (decoding in the graph) and verify it")
+    x.add_argument("--config", default=DEFAULT_DISTILL, help="config whose val split and input size to use")
+    x.add_argument("--checkpoint", default="work_dirs/distill/student.pth", help="model file to export")
+    x.add_argument("--out", default="work_dirs/export/student.onnx")
+    x.add_argument("--top-k", type=int, default=100)
+    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--max-batch", type=int, default=4)
+    x.add_argument("--val-images", type=int, default=50, help="val images for parity and AP (0 = all)")
     return parser
 
 
@@ -73,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
             from compress.training import distill
 
             distill(args)
+        elif args.command == "export-onnx":
+            from compress.export.pipeline import export_and_verify
+
+            report = export_and_verify(args.config, args.checkpoint, args.out, top_k=args.top_k, opset=args.opset,
+                                       max_batch=args.max_batch, val_images=args.val_images or None)
+            print(f"wrote {report['onnx']}: parity max abs diff {report['parity_max_abs_diff']}, AP PyTorch "
+                  f"{report['ap_pytorch']['AP']} vs ONNX Runtime {report['ap_onnxruntime']['AP']} "
+                  f"on {report['val_images']} val images")
         elif args.command == "evaluate":
             from compress.training import evaluate_checkpoint
 

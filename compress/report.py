@@ -37,7 +37,12 @@ def plot_training_curves(work_dir: str | Path, out_png: str | Path) -> Path | No
     """Loss terms and val AP against iteration; returns the PNG path (None when nothing was logged)."""
     records = read_scalars(work_dir)
     train = [r for r in records if "loss" in r]
-    val = [r for r in records if "coco/bbox_mAP" in r]
+    val, last_iter = [], 0
+    for r in records:  # mmengine logs val records with step 0 in iteration-based runs: use the last train step
+        if "loss" in r:
+            last_iter = r["step"]
+        elif "coco/bbox_mAP" in r:
+            val.append({**r, "step": last_iter})
     if not train:
         return None
     import matplotlib

@@ -69,3 +69,6 @@ def save_random_detector(model_cfg: dict, path: Path, seed: int = 0) -> Path:
     model.init_weights()
     save_model_file(model.state_dict(), path, meta={"note": "random init for tests"})
     return path
+
+
+from tests.run_helpers import tiny_pair  # noqa: E402,F401  (session fixture shared by training and export tests)

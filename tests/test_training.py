@@ -4,81 +4,16 @@ two-process distributed training (gloo), a diverging run stopped with one line."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, save_random_detector
-
-TINY_DETECTOR = """
-_base_ = ['{repo}/configs/detectors/dino128_r18w16_synthetic_student.py']
-model = dict(backbone=dict(base_channels={width}), neck=dict(in_channels={channels}),
-             encoder=dict(num_layers=1), decoder=dict(num_layers=2), num_queries=20,
-             dn_cfg=dict(group_cfg=dict(num_dn_queries=10)))
-"""
-TINY_DISTILL = """
-_base_ = ['{repo}/configs/distill/detrdistill_dino_synthetic.py']
-data_root = '{data}/'
-image_size = (96, 96)
-train_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='RandomFlip', prob=0.5), dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='PackDetInputs')]
-test_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
-model = dict(teacher=dict(config='{teacher}', checkpoint='{ckpt}'), student=dict(config='{student}'))
-max_iters = {iters}
-train_cfg = dict(max_iters=max_iters, val_interval={val_interval})
-param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[max_iters], gamma=0.1)]
-default_hooks = dict(checkpoint=dict(interval={ckpt_interval}, max_keep_ckpts=10), logger=dict(interval=1))
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory, tiny_dataset):
-    from mmengine.config import Config
-
-    import compress.distill  # noqa: F401
-
-    root = tmp_path_factory.mktemp("pair")
-    teacher = root / "teacher.py"
-    teacher.write_text(TINY_DETECTOR.format(repo=REPO, width=8, channels=[16, 32, 64]))
-    student = root / "student.py"
-    student.write_text(TINY_DETECTOR.format(repo=REPO, width=4, channels=[8, 16, 32]))
-    ckpt = save_random_detector(Config.fromfile(str(teacher)).model.to_dict(), root / "teacher.pth")
-    return {"teacher": teacher, "student": student, "ckpt": ckpt, "data": tiny_dataset, "root": root}
-
-
-def write_distill_config(pair: dict, name: str, iters: int, val_interval: int, ckpt_interval: int) -> Path:
-    path = pair["root"] / f"{name}.py"
-    path.write_text(TINY_DISTILL.format(repo=REPO, data=pair["data"], teacher=pair["teacher"],
-                                        student=pair["student"], ckpt=pair["ckpt"], iters=iters,
-                                        val_interval=val_interval, ckpt_interval=ckpt_interval))
-    return path
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=_env())
+from tests.conftest import REPO
+from tests.run_helpers import run_cli, subprocess_env, write_distill_config
 
 
 def test_distill_cli_end_to_end(tiny_pair, tmp_path):
@@ -111,7 +46,7 @@ def test_resume_after_kill_restores_iteration_and_optimizer(tiny_pair, tmp_path)
     config = write_distill_config(tiny_pair, "resume", iters=16, val_interval=100, ckpt_interval=4)
     work = tmp_path / "work"
     cmd = [sys.executable, "-m", "compress", "distill", "--config", str(config), "--work-dir", str(work)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (work / "iter_4.pth").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -138,7 +73,7 @@ def test_two_process_distributed_training_gloo(tiny_pair, tmp_path):
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
                           "-m", "compress", "distill", "--config", str(config), "--work-dir", str(work),
                           "--launcher", "pytorch"], capture_output=True, text=True, timeout=600, cwd=REPO,
-                         env=_env())
+                         env=subprocess_env())
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Distributed launcher: pytorch" in res.stdout + res.stderr or "world_size: 2" in res.stdout + res.stderr
     assert json.loads((work / "metrics.json").read_text())["iterations"] == 3

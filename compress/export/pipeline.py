@@ -1,0 +1,79 @@
+"""``python -m compress export-onnx``: model file -> ONNX with contract -> verified (parity + AP) or refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+
+from compress.checkpoints import sha256_file
+from compress.config import load_config
+from compress.contract import ModelContract
+from compress.errors import CheckpointError, ConfigError
+from compress.export.onnx_export import OUTPUTS, ParityError, export_onnx
+from compress.export.verify import ValImages, check_parity, coco_ap, torch_outputs
+
+
+def load_model_file(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a detector from a project model file (its config travels in ``meta``) and load its weights."""
+    from compress.distill.distiller import build_detector, load_detector_weights
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"model file not found: {path}; `make distill` writes work_dirs/distill/student.pth")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    meta = ckpt.get("meta", {}) if isinstance(ckpt, dict) else {}
+    if "config" not in meta:
+        raise CheckpointError(f"{path} carries no model config in its meta; export a file written by "
+                              f"`python -m compress distill` or `train-teacher --export-to`")
+    model_cfg = Config.fromstring(meta["config"], file_format=".py").model.to_dict()
+    model = build_detector({"config": model_cfg}, "model")
+    load_detector_weights(model, str(path), "model")
+    return model.eval(), meta
+
+
+def input_size_of(cfg: Config) -> tuple[int, int]:
+    """(H, W) from the val pipeline's Resize (mmdet writes scale as (W, H))."""
+    for step in cfg.val_dataloader.dataset.pipeline:
+        if step["type"] == "Resize":
+            width, height = step["scale"]
+            return int(height), int(width)
+    raise ConfigError(f"{cfg.filename}: the val pipeline has no Resize step to fix the export input size")
+
+
+def export_and_verify(config: str, checkpoint: str, out: str, top_k: int = 100, opset: int = 17,
+                      max_batch: int = 4, val_images: int | None = 50, ap_tolerance: float = 0.2) -> dict:
+    cfg = load_config(config)
+    detector, meta = load_model_file(checkpoint)
+    pre = detector.data_preprocessor
+    contract = ModelContract(classes=list(meta.get("classes") or cfg.train_dataloader.dataset.metainfo.classes),
+                             input_size=input_size_of(cfg), mean=pre.mean.flatten().tolist(),
+                             std=pre.std.flatten().tolist(), top_k=top_k, source_sha256=sha256_file(checkpoint),
+                             model_name=Path(checkpoint).stem)
+    if len(contract.classes) != detector.bbox_head.num_classes:
+        raise ConfigError(f"{checkpoint} predicts {detector.bbox_head.num_classes} classes but names "
+                          f"{len(contract.classes)}; export with the config it was trained with")
+    started = time.time()
+    path = export_onnx(detector, contract, out, opset=opset)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ds = cfg.val_dataloader.dataset
+    images = ValImages.load(Path(ds.data_root or "") / ds.ann_file,
+                            Path(ds.data_root or "") / ds.data_prefix["img"], contract, limit=val_images)
+    parity = check_parity(session, detector, contract, images, tuple(sorted({1, 2, max_batch})))
+    ap_torch = coco_ap(lambda b: torch_outputs(detector, contract, b), images, contract, desc="AP PyTorch")
+    ap_onnx = coco_ap(lambda b: session.run(list(OUTPUTS[:3]), {"images": b}), images, contract,
+                      desc="AP ONNX Runtime")
+    delta = abs(ap_torch["AP"] - ap_onnx["AP"])
+    report = {"onnx": str(path), "sha256": sha256_file(path), "opset": opset, "contract": contract.__dict__,
+              "parity_max_abs_diff": parity, "ap_pytorch": ap_torch, "ap_onnxruntime": ap_onnx,
+              "ap_delta": round(delta, 3), "val_images": len(images.image_ids),
+              "seconds": round(time.time() - started, 1)}
+    Path(str(path) + ".json").write_text(json.dumps(report, indent=2, default=list))
+    if delta > ap_tolerance:
+        raise ParityError(f"ONNX Runtime AP {ap_onnx['AP']} vs PyTorch {ap_torch['AP']} on {config}'s val "
+                          f"split differs by {delta:.2f} > {ap_tolerance}; the export is not usable")
+    return report
