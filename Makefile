@@ -41,7 +41,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(PY) -m ruff check compress serve tests tools configs
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf work_dirs .pytest_cache
