@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 from mmdet.registry import METRICS
 from mmengine.config import Config
+from mmengine.dist import is_main_process
 from mmengine.evaluator import Evaluator
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from tqdm import tqdm
 
@@ -29,13 +31,14 @@ def coco_summary(metrics: dict) -> dict[str, float]:
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, cfg: Config, desc: str = "evaluating") -> dict[str, float]:
     """COCO metrics of ``model`` (an mmengine model with val_step) on ``cfg.val_dataloader``."""
-    loader = Runner.build_dataloader(cfg.val_dataloader)
-    evaluator = Evaluator(METRICS.build(cfg.val_evaluator))
+    with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "mmdet")):  # also outside a Runner
+        loader = Runner.build_dataloader(cfg.val_dataloader)
+        evaluator = Evaluator(METRICS.build(cfg.val_evaluator))
     evaluator.dataset_meta = loader.dataset.metainfo
     was_training = model.training
     model.eval()
     try:
-        for data in tqdm(loader, desc=desc, unit="batch"):
+        for data in tqdm(loader, desc=desc, unit="batch", disable=not is_main_process()):
             evaluator.process(data_samples=model.val_step(data), data_batch=data)
     finally:
         model.train(was_training)

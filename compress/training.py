@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config
-from mmengine.dist import is_main_process
+from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.runner import Runner
 
 import compress.distill  # noqa: F401,E402  (registrations; configs also import it)
 from compress import __version__
 from compress.checkpoints import save_model_file, sha256_file
 from compress.config import check_datasets, check_num_classes, load_config
-from compress.errors import ConfigError
+from compress.errors import ConfigError, TrainingError
 from compress.evaluation import coco_summary, evaluate_model
 from compress.report import plot_training_curves, render_table
 
@@ -39,8 +39,29 @@ def prepare_config(args: Namespace) -> Config:
         cfg.optim_wrapper.loss_scale = "dynamic"
     if not torch.cuda.is_available():
         cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
+        if args.launcher == "pytorch" and not torch.distributed.is_initialized():
+            # mmengine's pytorch launcher calls torch.cuda.set_device, which a CPU build lacks; a process
+            # group that already exists is used as is, so CPU runs under torchrun join it here (gloo).
+            torch.distributed.init_process_group(backend="gloo")
+            # CPU DDP takes no device ids (mmengine would pass [LOCAL_RANK]); explicit cfg values win
+            wrapper = dict(cfg.get("model_wrapper_cfg") or {"type": "MMDistributedDataParallel"})
+            wrapper["device_ids"] = None
+            cfg.model_wrapper_cfg = wrapper
     check_datasets(cfg)
     return cfg
+
+
+def run_training(runner: Runner) -> None:
+    """``runner.train()``, with divergence reported as one line: once weights are NaN, mmdet's Hungarian
+    assigner fails inside scipy before any loss exists for the NaN hook to see."""
+    try:
+        runner.train()
+    except ValueError as exc:
+        if "invalid numeric entries" not in str(exc):
+            raise
+        raise TrainingError(f"training diverged (NaN predictions) at iteration {runner.iter + 1} of "
+                            f"{runner.cfg.filename}; lower optim_wrapper.optimizer.lr or check the annotations "
+                            f"for degenerate boxes") from None
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -95,10 +116,10 @@ def train_detector(args: Namespace) -> dict:
     """Train one detector alone (the teacher, or a student baseline) and evaluate it."""
     cfg = prepare_config(args)
     runner = build_runner(cfg)
-    runner.train()
+    run_training(runner)
+    metrics = final_metrics(runner, cfg)  # on every rank: evaluation is distributed like training
     if not is_main_process():
         return {}
-    metrics = final_metrics(runner, cfg)
     model = unwrap(runner.model)
     result = {"config": args.config, "metrics": metrics, "params": num_params(model),
               "step_time_s": step_time(runner), "iterations": runner.iter}
@@ -119,12 +140,16 @@ def _teacher_metrics(distiller, cfg: Config) -> dict[str, float]:
     ann = Path(cfg.val_evaluator.ann_file)
     key = f"{sha256_file(ckpt)}:{sha256_file(ann) if ann.is_file() else ann}"
     cache = Path(str(ckpt) + ".eval.json")
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            return cached["metrics"]
+    cached = [None]
+    if is_main_process() and cache.is_file():
+        content = json.loads(cache.read_text())
+        cached[0] = content["metrics"] if content.get("key") == key else None
+    broadcast_object_list(cached)  # every rank takes the same branch: evaluation has collectives
+    if cached[0] is not None:
+        return cached[0]
     metrics = evaluate_model(distiller.teacher, cfg, desc="evaluating teacher")
-    cache.write_text(json.dumps({"key": key, "metrics": metrics}, indent=2))
+    if is_main_process():
+        cache.write_text(json.dumps({"key": key, "metrics": metrics}, indent=2))
     return metrics
 
 
@@ -132,12 +157,12 @@ def distill(args: Namespace) -> dict:
     """Train the student with DETRDistill, evaluate teacher and student, write the student model file."""
     cfg = prepare_config(args)
     runner = build_runner(cfg)
-    runner.train()
+    run_training(runner)
+    distiller = unwrap(runner.model)
+    student_metrics = final_metrics(runner, cfg)  # on every rank: evaluation is distributed like training
+    teacher_metrics = _teacher_metrics(distiller, cfg)
     if not is_main_process():
         return {}
-    distiller = unwrap(runner.model)
-    student_metrics = final_metrics(runner, cfg)
-    teacher_metrics = _teacher_metrics(distiller, cfg)
     out = Path(getattr(args, "export_to", None) or Path(cfg.work_dir) / "student.pth")
     sha = save_detector(distiller.student, out, cfg.model.student["config"], cfg, student_metrics)
     rows = [

@@ -22,9 +22,9 @@ if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
 fi
 echo "[setup] mmengine, mmdet and the project"
 if [ "$FLAVOUR" = gpu ]; then
-  pip install -q -e ".[dev,gpu]"
+  pip install -q -e ".[dev,export,gpu]"
 else
-  pip install -q -e ".[dev]"
+  pip install -q -e ".[dev,export]"
 fi
 touch "$stamp"
 echo "[setup] done: $VENV"
