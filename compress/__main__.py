@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from mmengine.config import DictAction
 
@@ -63,40 +64,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def exit_code(action: Callable[[], object]) -> int:
+    """Run ``action``; an anticipated failure becomes its one-line message on stderr and exit code 2."""
     try:
-        if args.command == "generate-data":
-            from compress.data.synthetic import SyntheticSpec, generate
-
-            files = generate(args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
-                             spec=SyntheticSpec.for_size(args.image_size))
-            for split, path in files.items():
-                print(f"{split}: {path}")
-        elif args.command == "train-teacher":
-            from compress.training import train_detector
-
-            train_detector(args)
-        elif args.command == "distill":
-            from compress.training import distill
-
-            distill(args)
-        elif args.command == "export-onnx":
-            from compress.export.pipeline import export_and_verify
-
-            report = export_and_verify(args.config, args.checkpoint, args.out, top_k=args.top_k, opset=args.opset,
-                                       max_batch=args.max_batch, val_images=args.val_images or None)
-            print(f"wrote {report['onnx']}: parity max abs diff {report['parity_max_abs_diff']}, AP PyTorch "
-                  f"{report['ap_pytorch']['AP']} vs ONNX Runtime {report['ap_onnxruntime']['AP']} "
-                  f"on {report['val_images']} val images")
-        elif args.command == "evaluate":
-            from compress.training import evaluate_checkpoint
-
-            evaluate_checkpoint(args.config, args.checkpoint, args.cfg_options)
+        action()
     except DetrDistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_code(lambda: run_command(args))
+
+
+def run_command(args: argparse.Namespace) -> None:
+    if args.command == "generate-data":
+        from compress.data.synthetic import SyntheticSpec, generate
+
+        files = generate(args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
+                         spec=SyntheticSpec.for_size(args.image_size))
+        for split, path in files.items():
+            print(f"{split}: {path}")
+    elif args.command == "train-teacher":
+        from compress.training import train_detector
+
+        train_detector(args)
+    elif args.command == "distill":
+        from compress.training import distill
+
+        distill(args)
+    elif args.command == "export-onnx":
+        from compress.export.pipeline import export_and_verify
+
+        report = export_and_verify(args.config, args.checkpoint, args.out, top_k=args.top_k, opset=args.opset,
+                                   max_batch=args.max_batch, val_images=args.val_images or None)
+        print(f"wrote {report['onnx']}: parity max abs diff {report['parity_max_abs_diff']}, AP PyTorch "
+              f"{report['ap_pytorch']['AP']} vs ONNX Runtime {report['ap_onnxruntime']['AP']} "
+              f"on {report['val_images']} val images")
+    elif args.command == "evaluate":
+        from compress.training import evaluate_checkpoint
+
+        evaluate_checkpoint(args.config, args.checkpoint, args.cfg_options)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ def test_cli_missing_dataset_is_one_line(tmp_path):
 def test_cli_missing_config_file():
     res = _cli("distill", "--config", "configs/nope.py")
     assert res.returncode == 2 and "config file not found: configs/nope.py" in res.stderr
+    res = subprocess.run([sys.executable, "tools/train.py", "configs/nope.py"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip() == "error: config file not found: configs/nope.py; " \
+        "configs live under configs/"
 
 
 def test_dataset_class_count_mismatch(tiny_dataset, tmp_path):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
-from compress.errors import DetrDistillError  # noqa: E402
+from compress.__main__ import exit_code  # noqa: E402
 
 
 def main() -> int:
@@ -25,15 +25,14 @@ def main() -> int:
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     args = parser.parse_args()
+    from compress.config import load_config
     from compress.training import distill, train_detector
 
-    try:
-        is_distiller = Config.fromfile(args.config).model.get("type") == "DETRDistiller"
+    def train() -> None:
+        is_distiller = load_config(args.config).model.get("type") == "DETRDistiller"
         (distill if is_distiller else train_detector)(args)
-    except DetrDistillError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(train)
 
 
 if __name__ == "__main__":
