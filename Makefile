@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 STUDENT_CONFIG ?= configs/detectors/dino128_r18w16_synthetic_student.py
 
-.PHONY: setup data teacher baseline distill export test lint clean
+.PHONY: setup data teacher baseline distill export serve bench-serve browser test lint clean
 
 setup:
 	VENV=$(VENV) FLAVOUR=$(FLAVOUR) bash tools/setup_env.sh
@@ -37,7 +37,22 @@ export: setup
 	$(PY) -m compress export-onnx --config $(DISTILL_CONFIG) --checkpoint work_dirs/distill/student.pth \
 		--out work_dirs/export/student.onnx
 
-test: setup
+# The HTTP server on the exported student (python -m serve --help lists every flag; DETRDISTILL_* env vars).
+SERVE_MODEL ?= work_dirs/export/student.onnx
+HOST ?= 127.0.0.1
+PORT ?= 8000
+serve: setup
+	$(PY) -m serve --model-path $(SERVE_MODEL) --host $(HOST) --port $(PORT)
+
+# Starts a server, drives it at concurrency 1/4/16 next to the raw model; table + JSON + PNG in work_dirs/bench.
+bench-serve: setup
+	$(PY) tools/bench_serve.py --model $(SERVE_MODEL)
+
+# Debian's headless Chromium and its WebDriver for the web page test (needs root or sudo and apt).
+browser:
+	@bash tools/install_browser.sh
+
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

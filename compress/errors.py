@@ -28,3 +28,7 @@ class CheckpointError(DetrDistillError):
 
 class TrainingError(DetrDistillError):
     """Training diverged (a NaN or infinite loss)."""
+
+
+class BackendError(DetrDistillError):
+    """An exported model file or an inference backend (ONNX Runtime, TensorRT, CUDA) is missing or unusable."""

@@ -103,11 +103,21 @@ def detector_config_text(source) -> str:
     return Config(dict(model=cfg.model)).pretty_text
 
 
+def input_size_or_none(cfg: Config) -> list[int] | None:
+    """The (H, W) a deployed copy of the model takes, when the val pipeline fixes one."""
+    from compress.export.pipeline import input_size_of
+
+    try:
+        return list(input_size_of(cfg))
+    except ConfigError:
+        return None
+
+
 def save_detector(model: torch.nn.Module, path: str | Path, config_source, cfg: Config, metrics: dict,
                   half: bool = False) -> str:
     meta = {"config": detector_config_text(config_source),
             "classes": list(cfg.train_dataloader.dataset.get("metainfo", {}).get("classes", [])),
-            "metrics": metrics, "project_version": __version__,
+            "metrics": metrics, "project_version": __version__, "input_size": input_size_or_none(cfg),
             "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return save_model_file(model.state_dict(), path, meta, half=half)
 

@@ -71,4 +71,4 @@ def save_random_detector(model_cfg: dict, path: Path, seed: int = 0) -> Path:
     return path
 
 
-from tests.run_helpers import tiny_pair  # noqa: E402,F401  (session fixture shared by training and export tests)
+from tests.run_helpers import tiny_onnx, tiny_pair, tiny_student  # noqa: E402,F401  (session fixtures shared by modules)

@@ -74,3 +74,24 @@ def subprocess_env() -> dict:
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=subprocess_env())
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tiny_pair, tmp_path_factory):
+    """A real (briefly distilled) student model file and the config of its data."""
+    config = write_distill_config(tiny_pair, "export", iters=2, val_interval=2, ckpt_interval=2)
+    work = tmp_path_factory.mktemp("export_work")
+    res = run_cli("distill", "--config", str(config), "--work-dir", str(work))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return config, work / "student.pth"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_student, tmp_path_factory) -> Path:
+    """The tiny student exported and verified by the CLI (top-K 10, max batch 3)."""
+    config, ckpt = tiny_student
+    out = tmp_path_factory.mktemp("onnx") / "student.onnx"
+    res = run_cli("export-onnx", "--config", str(config), "--checkpoint", str(ckpt), "--out", str(out),
+                  "--max-batch", "3", "--top-k", "10", "--val-images", "0")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out

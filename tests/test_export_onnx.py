@@ -11,29 +11,14 @@ import torch
 from compress.contract import ModelContract
 from compress.errors import CheckpointError, ConfigError
 from compress.export.onnx_export import ParityError, compare_outputs
-from tests.run_helpers import run_cli, write_distill_config
 
 
-@pytest.fixture(scope="module")
-def student_file(tiny_pair, tmp_path_factory):
-    """A real (briefly distilled) student model file and the config of its data."""
-    config = write_distill_config(tiny_pair, "export", iters=2, val_interval=2, ckpt_interval=2)
-    work = tmp_path_factory.mktemp("export_work")
-    res = run_cli("distill", "--config", str(config), "--work-dir", str(work))
-    assert res.returncode == 0, res.stderr[-2000:]
-    return config, work / "student.pth"
-
-
-def test_export_verifies_parity_and_ap(student_file, tmp_path):
+def test_export_verifies_parity_and_ap(tiny_onnx):
     import onnx
     import onnxruntime as ort
 
-    config, ckpt = student_file
-    out = tmp_path / "student.onnx"
-    res = run_cli("export-onnx", "--config", str(config), "--checkpoint", str(ckpt), "--out", str(out),
-                  "--max-batch", "3", "--top-k", "10", "--val-images", "0")
-    assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads((tmp_path / "student.onnx.json").read_text())
+    out = tiny_onnx
+    report = json.loads(out.with_suffix(".onnx.json").read_text())
     assert set(report["parity_max_abs_diff"]) == {"1", "2", "3"}
     assert max(report["parity_max_abs_diff"].values()) < 1e-4
     assert report["ap_delta"] <= 0.2 and report["val_images"] == 8
@@ -59,11 +44,11 @@ def test_parity_failure_is_loud():
         compare_outputs(ref, bad)
 
 
-def test_export_errors(student_file, tmp_path):
+def test_export_errors(tiny_student, tmp_path):
     from compress.export.onnx_export import export_onnx
     from compress.export.pipeline import load_model_file
 
-    config, ckpt = student_file
+    config, ckpt = tiny_student
     with pytest.raises(CheckpointError, match="model file not found"):
         load_model_file(tmp_path / "missing.pth")
     torch.save({"state_dict": {}}, tmp_path / "bare.pth")

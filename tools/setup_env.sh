@@ -22,9 +22,9 @@ if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
 fi
 echo "[setup] mmengine, mmdet and the project"
 if [ "$FLAVOUR" = gpu ]; then
-  pip install -q -e ".[dev,export,gpu]"
+  pip install -q -e ".[dev,serve,gpu]"  # onnxruntime-gpu replaces onnxruntime
 else
-  pip install -q -e ".[dev,export]"
+  pip install -q -e ".[dev,export,serve]"
 fi
 touch "$stamp"
 echo "[setup] done: $VENV"

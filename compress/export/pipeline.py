@@ -43,18 +43,24 @@ def input_size_of(cfg: Config) -> tuple[int, int]:
     raise ConfigError(f"{cfg.filename}: the val pipeline has no Resize step to fix the export input size")
 
 
+def build_contract(detector: torch.nn.Module, checkpoint: str | Path, classes, input_size: tuple[int, int],
+                   top_k: int = 100) -> ModelContract:
+    """The contract of ``detector`` loaded from ``checkpoint``; its normalisation is the model's own."""
+    pre = detector.data_preprocessor
+    if len(classes) != detector.bbox_head.num_classes:
+        raise ConfigError(f"{checkpoint} predicts {detector.bbox_head.num_classes} classes but names "
+                          f"{len(classes)}; export with the config it was trained with")
+    return ModelContract(classes=list(classes), input_size=tuple(input_size), mean=pre.mean.flatten().tolist(),
+                         std=pre.std.flatten().tolist(), top_k=top_k, source_sha256=sha256_file(checkpoint),
+                         model_name=Path(checkpoint).stem)
+
+
 def export_and_verify(config: str, checkpoint: str, out: str, top_k: int = 100, opset: int = 17,
                       max_batch: int = 4, val_images: int | None = 50, ap_tolerance: float = 0.2) -> dict:
     cfg = load_config(config)
     detector, meta = load_model_file(checkpoint)
-    pre = detector.data_preprocessor
-    contract = ModelContract(classes=list(meta.get("classes") or cfg.train_dataloader.dataset.metainfo.classes),
-                             input_size=input_size_of(cfg), mean=pre.mean.flatten().tolist(),
-                             std=pre.std.flatten().tolist(), top_k=top_k, source_sha256=sha256_file(checkpoint),
-                             model_name=Path(checkpoint).stem)
-    if len(contract.classes) != detector.bbox_head.num_classes:
-        raise ConfigError(f"{checkpoint} predicts {detector.bbox_head.num_classes} classes but names "
-                          f"{len(contract.classes)}; export with the config it was trained with")
+    classes = meta.get("classes") or cfg.train_dataloader.dataset.metainfo.classes
+    contract = build_contract(detector, checkpoint, classes, input_size_of(cfg), top_k)
     started = time.time()
     path = export_onnx(detector, contract, out, opset=opset)
     import onnxruntime as ort

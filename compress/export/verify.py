@@ -15,17 +15,7 @@ from tqdm import tqdm
 from compress.contract import ModelContract
 from compress.export.onnx_export import OUTPUTS, ParityError, compare_outputs
 from compress.export.wrapper import DeployableDetector
-
-
-def preprocess(image: Image.Image, contract: ModelContract) -> np.ndarray:
-    """RGB image -> (3, H, W) float32 normalised as the contract says (resized without keeping aspect)."""
-    height, width = contract.input_size
-    rgb = image.convert("RGB")
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.BILINEAR)
-    arr = np.asarray(rgb, dtype=np.float32)
-    arr = (arr - np.asarray(contract.mean, np.float32)) / np.asarray(contract.std, np.float32)
-    return arr.transpose(2, 0, 1).copy()
+from compress.runtime.preprocess import preprocess, to_original_pixels
 
 
 @dataclass
@@ -82,17 +72,15 @@ def coco_ap(predict, images: ValImages, contract: ModelContract, batch_size: int
 
     gt = COCO(str(images.ann_file))
     cat_ids = sorted(gt.getCatIds())
-    height, width = contract.input_size
     results = []
     for start in tqdm(range(0, len(images.image_ids), batch_size), desc=desc, unit="batch"):
         boxes, scores, labels = predict(images.arrays[start:start + batch_size])[:3]
         for i, (b, s, lab) in enumerate(zip(boxes, scores, labels)):
-            ow, oh = images.sizes[start + i]
-            sx, sy = ow / width, oh / height
+            b = to_original_pixels(b, images.sizes[start + i], contract)
             for (x0, y0, x1, y1), score, label in zip(b, s, lab):
                 results.append({"image_id": images.image_ids[start + i], "category_id": cat_ids[int(label)],
-                                "bbox": [float(x0 * sx), float(y0 * sy), float((x1 - x0) * sx),
-                                         float((y1 - y0) * sy)], "score": float(score)})
+                                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                                "score": float(score)})
     if not results:
         return {k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
     evaluator = COCOeval(gt, gt.loadRes(results), "bbox")

@@ -1,0 +1,51 @@
+"""TensorRT engine backend: deserialises an engine built by ``python -m compress export-trt`` and runs it with
+torch CUDA tensors as I/O buffers. The contract travels in the engine's JSON sidecar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from compress.contract import ModelContract
+from compress.errors import BackendError
+from compress.export.tensorrt_env import require_tensorrt
+from compress.runtime.base import Runner
+
+
+class TensorRTRunner(Runner):
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path):
+        trt = require_tensorrt()
+        import torch
+
+        sidecar = Path(str(path) + ".json")
+        if not sidecar.is_file():
+            raise BackendError(f"{path} has no sidecar {sidecar.name}; rebuild it with `make export-trt`")
+        info = json.loads(sidecar.read_text())
+        self.contract = ModelContract(**{**info["contract"], "input_size": tuple(info["contract"]["input_size"])})
+        self.provider = f"TensorRT {trt.__version__} {info['precision']}"
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise BackendError(f"{path} does not deserialise with TensorRT {trt.__version__} on this GPU; "
+                               f"rebuild it here with `make export-trt`")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        self._torch = torch
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        torch = self._torch
+        images = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).cuda()
+        self.context.set_input_shape("images", tuple(images.shape))
+        self.context.set_tensor_address("images", images.data_ptr())
+        outputs = {}
+        for name, dtype in (("boxes", torch.float32), ("scores", torch.float32), ("labels", torch.int64)):
+            shape = tuple(self.context.get_tensor_shape(name))
+            outputs[name] = torch.empty(shape, dtype=dtype, device="cuda")
+            self.context.set_tensor_address(name, outputs[name].data_ptr())
+        self.context.execute_async_v3(self.stream.cuda_stream)
+        self.stream.synchronize()
+        return tuple(outputs[n].cpu().numpy() for n in ("boxes", "scores", "labels"))

@@ -1,0 +1,1 @@
+"""HTTP serving of an exported detector: FastAPI app, micro-batching, limits, metrics and a web page."""
