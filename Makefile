@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 STUDENT_CONFIG ?= configs/detectors/dino128_r18w16_synthetic_student.py
 
-.PHONY: setup data teacher baseline distill export serve bench-serve browser test lint clean
+.PHONY: setup data teacher baseline distill export export-trt export-triton bench serve bench-serve browser test lint clean
 
 setup:
 	VENV=$(VENV) FLAVOUR=$(FLAVOUR) bash tools/setup_env.sh
@@ -36,6 +36,18 @@ export: setup
 	@if [ ! -f work_dirs/distill/student.pth ]; then echo "no student yet: run make distill first" >&2; exit 2; fi
 	$(PY) -m compress export-onnx --config $(DISTILL_CONFIG) --checkpoint work_dirs/distill/student.pth \
 		--out work_dirs/export/student.onnx
+
+# TensorRT engines (FP32 + FP16) of the ONNX export, verified; needs TensorRT and a CUDA GPU (FLAVOUR=gpu).
+export-trt: setup
+	$(PY) -m compress export-trt --onnx work_dirs/export/student.onnx --config $(DISTILL_CONFIG)
+
+# A Triton model repository (config.pbtxt with dynamic batching + the model) in work_dirs/triton.
+export-triton: setup
+	$(PY) -m compress export-triton --model work_dirs/export/student.onnx --repo work_dirs/triton
+
+# Teacher vs student latency on every backend present, with AP: table + JSON + PNG in work_dirs/bench.
+bench: setup
+	$(PY) -m compress bench --config $(DISTILL_CONFIG) --teacher $(TEACHER_CKPT) --student work_dirs/distill/student.pth
 
 # The HTTP server on the exported student (python -m serve --help lists every flag; DETRDISTILL_* env vars).
 SERVE_MODEL ?= work_dirs/export/student.onnx

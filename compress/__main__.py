@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from mmengine.config import DictAction
 
-from compress.errors import DetrDistillError
+from compress.errors import CheckpointError, DetrDistillError
 
 DEFAULT_DISTILL = "configs/distill/detrdistill_dino_synthetic.py"
 DEFAULT_TEACHER = "configs/detectors/dino256_r18w16_synthetic_teacher.py"
@@ -61,6 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, default=17)
     x.add_argument("--max-batch", type=int, default=4)
     x.add_argument("--val-images", type=int, default=50, help="val images for parity and AP (0 = all)")
+    x.add_argument("--simplify", action="store_true",
+                   help="simplify the graph with onnxslim; kept only if parity and AP still hold")
+
+    r = sub.add_parser("export-trt", help="TensorRT engines (FP32, FP16) from the ONNX export, verified")
+    r.add_argument("--onnx", default="work_dirs/export/student.onnx")
+    r.add_argument("--config", default=DEFAULT_DISTILL, help="config whose val split to check AP on")
+    r.add_argument("--out-dir", default="work_dirs/export/engines")
+    r.add_argument("--precision", nargs="+", choices=["fp32", "fp16"], default=["fp32", "fp16"])
+    r.add_argument("--opt-batch", type=int, default=1)
+    r.add_argument("--max-batch", type=int, default=4)
+    r.add_argument("--workspace-mb", type=int, default=2048)
+    r.add_argument("--val-images", type=int, default=50, help="val images for parity and AP (0 = all)")
+
+    tr = sub.add_parser("export-triton", help="a Triton model repository for an .onnx export or an engine")
+    tr.add_argument("--model", default="work_dirs/export/student.onnx")
+    tr.add_argument("--repo", default="work_dirs/triton")
+    tr.add_argument("--name", default="detrdistill")
+    tr.add_argument("--max-batch", type=int, default=4)
+    tr.add_argument("--max-queue-delay-us", type=int, default=2000)
+    tr.add_argument("--instances", type=int, default=1)
+
+    b = sub.add_parser("bench", help="latency of teacher and student on every backend present, with AP")
+    b.add_argument("--config", default=DEFAULT_DISTILL, help="config whose val split and input size to use")
+    b.add_argument("--teacher", default="checkpoints/teacher_dino_synthetic.pth", help="'' to skip")
+    b.add_argument("--student", default="work_dirs/distill/student.pth")
+    b.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch 1 and the serving batch")
+    b.add_argument("--runs", type=int, default=100, help="timed runs per entry (after --warmup)")
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    b.add_argument("--out", default="work_dirs/bench/latency", help="writes OUT.json, OUT.md, OUT.png")
     return parser
 
 
@@ -99,10 +130,38 @@ def run_command(args: argparse.Namespace) -> None:
         from compress.export.pipeline import export_and_verify
 
         report = export_and_verify(args.config, args.checkpoint, args.out, top_k=args.top_k, opset=args.opset,
-                                   max_batch=args.max_batch, val_images=args.val_images or None)
+                                   max_batch=args.max_batch, val_images=args.val_images or None,
+                                   simplify=args.simplify)
         print(f"wrote {report['onnx']}: parity max abs diff {report['parity_max_abs_diff']}, AP PyTorch "
               f"{report['ap_pytorch']['AP']} vs ONNX Runtime {report['ap_onnxruntime']['AP']} "
               f"on {report['val_images']} val images")
+        if "simplify" in report:
+            print(f"simplify: {report['simplify']}")
+    elif args.command == "export-trt":
+        from compress.export.pipeline import export_tensorrt
+
+        for rep in export_tensorrt(args.onnx, args.config, args.out_dir, tuple(args.precision), args.opt_batch,
+                                   args.max_batch, args.workspace_mb, args.val_images or None):
+            print(f"{'reused' if rep['reused'] else 'built'} {rep['engine']}: AP {rep['ap_tensorrt']['AP']} vs "
+                  f"ONNX Runtime {rep['ap_onnxruntime']['AP']} (delta {rep['ap_delta']}), max abs diff "
+                  f"{rep['parity_max_abs_diff_vs_onnxruntime']}")
+    elif args.command == "export-triton":
+        from compress.export.triton import write_triton_repo
+
+        folder = write_triton_repo(args.model, args.repo, args.name, args.max_batch, args.max_queue_delay_us,
+                                   args.instances)
+        print(f"wrote {folder}: run `tritonserver --model-repository {folder.parent}`")
+    elif args.command == "bench":
+        from compress.bench.latency import run_bench
+
+        models = {k: v for k, v in (("teacher", args.teacher), ("student", args.student)) if v}
+        for name, path in models.items():
+            if not Path(path).is_file():
+                raise CheckpointError(f"{name} model file not found: {path}; `make distill` writes the student, "
+                                      f"`make teacher` the teacher")
+        result = run_bench(args.config, models, tuple(args.batch), args.runs, args.warmup, args.threads, args.out)
+        print(result["table"])
+        print(f"wrote {args.out}.json, {args.out}.md, {args.out}.png")
     elif args.command == "evaluate":
         from compress.training import evaluate_checkpoint
 

@@ -67,7 +67,13 @@ def save_random_detector(model_cfg: dict, path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = MODELS.build(copy.deepcopy(model_cfg))
     model.init_weights()
-    save_model_file(model.state_dict(), path, meta={"note": "random init for tests"})
+    from mmengine.config import Config
+
+    from compress.data.synthetic import CLASSES
+
+    meta = {"note": "random init for tests", "config": Config(dict(model=model_cfg)).pretty_text,
+            "classes": list(CLASSES)}
+    save_model_file(model.state_dict(), path, meta=meta)
     return path
 
 

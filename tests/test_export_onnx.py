@@ -11,6 +11,7 @@ import torch
 from compress.contract import ModelContract
 from compress.errors import CheckpointError, ConfigError
 from compress.export.onnx_export import ParityError, compare_outputs
+from tests.run_helpers import run_cli
 
 
 def test_export_verifies_parity_and_ap(tiny_onnx):
@@ -61,3 +62,20 @@ def test_export_errors(tiny_student, tmp_path):
         export_onnx(detector, contract, tmp_path / "file" / "x.onnx")
     with pytest.raises(ConfigError, match="opset 15 is too old"):
         export_onnx(detector, contract, tmp_path / "x.onnx", opset=15)
+
+
+def test_simplified_export_is_kept_only_with_parity(tiny_student, tmp_path):
+    import onnx
+
+    config, ckpt = tiny_student
+    out = tmp_path / "slim.onnx"
+    res = run_cli("export-onnx", "--config", str(config), "--checkpoint", str(ckpt), "--out", str(out),
+                  "--top-k", "10", "--val-images", "4", "--simplify")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((tmp_path / "slim.onnx.json").read_text())["simplify"]
+    before, after = report["nodes_before_after"]
+    assert report["applied"] is True and after < before and len(onnx.load(str(out)).graph.node) == after
+    assert max(report["parity_max_abs_diff"].values()) < 1e-4
+    assert not (tmp_path / "slim.slim.onnx").exists()
+    model = onnx.load(str(out))
+    assert {p.key for p in model.metadata_props} >= {"classes", "input_size", "mean", "std", "source_sha256"}

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from mmengine.config import Config
 
@@ -56,7 +57,8 @@ def build_contract(detector: torch.nn.Module, checkpoint: str | Path, classes, i
 
 
 def export_and_verify(config: str, checkpoint: str, out: str, top_k: int = 100, opset: int = 17,
-                      max_batch: int = 4, val_images: int | None = 50, ap_tolerance: float = 0.2) -> dict:
+                      max_batch: int = 4, val_images: int | None = 50, ap_tolerance: float = 0.2,
+                      simplify: bool = False) -> dict:
     cfg = load_config(config)
     detector, meta = load_model_file(checkpoint)
     classes = meta.get("classes") or cfg.train_dataloader.dataset.metainfo.classes
@@ -78,8 +80,55 @@ def export_and_verify(config: str, checkpoint: str, out: str, top_k: int = 100, 
               "parity_max_abs_diff": parity, "ap_pytorch": ap_torch, "ap_onnxruntime": ap_onnx,
               "ap_delta": round(delta, 3), "val_images": len(images.image_ids),
               "seconds": round(time.time() - started, 1)}
+    if simplify and delta <= ap_tolerance:
+        from compress.export.simplify import simplify_onnx
+
+        report["simplify"] = simplify_onnx(path, detector, contract, images, tuple(sorted({1, 2, max_batch})),
+                                           ap_onnx["AP"], ap_tolerance)
+        report["sha256"] = sha256_file(path)
     Path(str(path) + ".json").write_text(json.dumps(report, indent=2, default=list))
     if delta > ap_tolerance:
         raise ParityError(f"ONNX Runtime AP {ap_onnx['AP']} vs PyTorch {ap_torch['AP']} on {config}'s val "
                           f"split differs by {delta:.2f} > {ap_tolerance}; the export is not usable")
     return report
+
+
+def export_tensorrt(onnx_path: str, config: str, out_dir: str, precisions: tuple[str, ...] = ("fp32", "fp16"),
+                    opt_batch: int = 1, max_batch: int = 4, workspace_mb: int = 2048,
+                    val_images: int | None = 50, ap_tolerance: float = 0.2) -> list[dict]:
+    """Engines from a verified ONNX export, each checked like the ONNX path: raw-output parity against ONNX
+    Runtime and COCO AP on the val split (FP16 reports its own AP delta; only FP32 must be within tolerance)."""
+    from compress.export.tensorrt_build import EngineSpec, build_engine
+    from compress.export.tensorrt_env import require_tensorrt
+    from compress.runtime.onnx_runner import OnnxRunner
+    from compress.runtime.tensorrt_runner import TensorRTRunner
+
+    require_tensorrt()  # the one-paragraph error before any work
+    cfg = load_config(config)
+    reference = OnnxRunner(onnx_path)
+    contract = reference.contract
+    ds = cfg.val_dataloader.dataset
+    images = ValImages.load(Path(ds.data_root or "") / ds.ann_file,
+                            Path(ds.data_root or "") / ds.data_prefix["img"], contract, limit=val_images)
+    ap_onnx = coco_ap(reference.infer, images, contract, desc="AP ONNX Runtime")
+    reports = []
+    for precision in precisions:
+        spec = EngineSpec(str(onnx_path), contract.input_size, precision, 1, opt_batch, max_batch, workspace_mb)
+        path, info, reused = build_engine(spec, out_dir, contract.__dict__)
+        engine = TensorRTRunner(path)
+        diffs = {}
+        for bs in sorted({1, 2, max_batch}):
+            batch = np.resize(images.arrays, (bs, *images.arrays.shape[1:]))
+            ref = reference.session.run(list(OUTPUTS[3:]), {"images": batch})
+            got = engine.infer_all(batch)
+            diffs[bs] = max(float(np.abs(r - got[n]).max()) for r, n in zip(ref, OUTPUTS[3:]))
+        ap = coco_ap(engine.infer, images, contract, desc=f"AP TensorRT {precision}")
+        report = {"engine": str(path), "reused": reused, "precision": precision, "sidecar": info,
+                  "parity_max_abs_diff_vs_onnxruntime": diffs, "ap_onnxruntime": ap_onnx, "ap_tensorrt": ap,
+                  "ap_delta": round(abs(ap["AP"] - ap_onnx["AP"]), 3)}
+        Path(str(path) + ".report.json").write_text(json.dumps(report, indent=2, default=list))
+        reports.append(report)
+        if precision == "fp32" and (report["ap_delta"] > ap_tolerance or max(diffs.values()) > 1e-3):
+            raise ParityError(f"the FP32 engine {path} disagrees with ONNX Runtime (max abs diff "
+                              f"{max(diffs.values()):.2e}, AP delta {report['ap_delta']}); do not deploy it")
+    return reports

@@ -35,17 +35,27 @@ class TensorRTRunner(Runner):
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         self._torch = torch
+        self._trt = trt
 
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the engine (the raw per-query outputs too, for parity checks)."""
         torch = self._torch
+        trt = self._trt
         images = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).cuda()
         self.context.set_input_shape("images", tuple(images.shape))
         self.context.set_tensor_address("images", images.data_ptr())
         outputs = {}
-        for name, dtype in (("boxes", torch.float32), ("scores", torch.float32), ("labels", torch.int64)):
-            shape = tuple(self.context.get_tensor_shape(name))
-            outputs[name] = torch.empty(shape, dtype=dtype, device="cuda")
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            if self.engine.get_tensor_mode(name) != trt.TensorIOMode.OUTPUT:
+                continue
+            dtype = torch.from_numpy(np.zeros(0, trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
+            outputs[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
             self.context.set_tensor_address(name, outputs[name].data_ptr())
         self.context.execute_async_v3(self.stream.cuda_stream)
         self.stream.synchronize()
-        return tuple(outputs[n].cpu().numpy() for n in ("boxes", "scores", "labels"))
+        return {name: t.cpu().numpy() for name, t in outputs.items()}
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = self.infer_all(batch)
+        return out["boxes"], out["scores"], out["labels"].astype(np.int64)
