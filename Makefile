@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 STUDENT_CONFIG ?= configs/detectors/dino128_r18w16_synthetic_student.py
 
-.PHONY: setup data teacher baseline distill export export-trt export-triton bench serve bench-serve browser test lint clean
+.PHONY: setup data teacher baseline distill bench-kd bench-kd-quick export export-trt export-triton bench serve bench-serve browser test lint clean
 
 setup:
 	VENV=$(VENV) FLAVOUR=$(FLAVOUR) bash tools/setup_env.sh
@@ -30,6 +30,16 @@ baseline: data
 distill: data
 	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
 	$(PY) -m compress distill --config $(DISTILL_CONFIG) --work-dir work_dirs/distill
+
+# DETRDistill vs the student alone, each component alone, FitNet and MGD (3 seeds; --quick: 1 seed, short).
+bench-kd: data
+	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
+	$(PY) -m compress bench-kd --config $(DISTILL_CONFIG) --student-config $(STUDENT_CONFIG)
+
+bench-kd-quick: data
+	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
+	$(PY) -m compress bench-kd --quick --config $(DISTILL_CONFIG) --student-config $(STUDENT_CONFIG) \
+		--out work_dirs/bench_kd_quick
 
 # ONNX export of the distilled student with parity and AP verification.
 export: setup

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-from compress.errors import CheckpointError, DetrDistillError
+from compress.errors import CheckpointError, ConfigError, DetrDistillError
 
 DEFAULT_DISTILL = "configs/distill/detrdistill_dino_synthetic.py"
 DEFAULT_TEACHER = "configs/detectors/dino256_r18w16_synthetic_teacher.py"
+DEFAULT_STUDENT = "configs/detectors/dino128_r18w16_synthetic_student.py"
 
 
 def _add_train_args(p: argparse.ArgumentParser, config: str) -> None:
@@ -92,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     b.add_argument("--out", default="work_dirs/bench/latency", help="writes OUT.json, OUT.md, OUT.png")
+
+    k = sub.add_parser("bench-kd", help="DETRDistill vs student alone, its components alone, FitNet and MGD")
+    k.add_argument("--config", default=DEFAULT_DISTILL, help="distill config (teacher, student, data)")
+    k.add_argument("--student-config", default=DEFAULT_STUDENT, help="the student trained alone (baseline)")
+    k.add_argument("--quick", action="store_true", help="1 seed, 300 iterations (under 45 min on 2 cores)")
+    k.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    k.add_argument("--iters", type=int, default=None, help="default 600 (quick: 300)")
+    k.add_argument("--val-interval", type=int, default=None, help="default iters / 3 (quick: iters / 2)")
+    k.add_argument("--timing-iters", type=int, default=None, help="iterations per timing run (default 50)")
+    k.add_argument("--entries", nargs="+", default=None, help="a subset of the entries (default all)")
+    k.add_argument("--out", default="work_dirs/bench_kd")
     return parser
 
 
@@ -162,6 +174,19 @@ def run_command(args: argparse.Namespace) -> None:
         result = run_bench(args.config, models, tuple(args.batch), args.runs, args.warmup, args.threads, args.out)
         print(result["table"])
         print(f"wrote {args.out}.json, {args.out}.md, {args.out}.png")
+    elif args.command == "bench-kd":
+        from compress.bench.kd_matrix import ENTRIES, run_bench_kd
+
+        unknown = sorted(set(args.entries or []) - set(ENTRIES))
+        if unknown:
+            raise ConfigError(f"unknown bench-kd entries {unknown}; choose from {', '.join(ENTRIES)}")
+        iters = args.iters or (300 if args.quick else 600)
+        report = run_bench_kd(args.config, args.student_config, args.out,
+                              args.seeds or ([0] if args.quick else [0, 1, 2]), iters,
+                              args.val_interval or iters // (2 if args.quick else 3),
+                              args.timing_iters or (30 if args.quick else 50), args.entries)
+        print(report["table"])
+        print(f"wrote {args.out}/bench_kd.json, .md, .png")
     elif args.command == "evaluate":
         from compress.training import evaluate_checkpoint
 

@@ -33,16 +33,23 @@ def read_scalars(work_dir: str | Path) -> list[dict]:
     return records
 
 
-def plot_training_curves(work_dir: str | Path, out_png: str | Path) -> Path | None:
-    """Loss terms and val AP against iteration; returns the PNG path (None when nothing was logged)."""
-    records = read_scalars(work_dir)
-    train = [r for r in records if "loss" in r]
+def val_points(records: list[dict]) -> list[dict]:
+    """The val records, each stamped with the iteration it followed (mmengine logs them with step 0 in
+    iteration-based runs)."""
     val, last_iter = [], 0
-    for r in records:  # mmengine logs val records with step 0 in iteration-based runs: use the last train step
+    for r in records:
         if "loss" in r:
             last_iter = r["step"]
         elif "coco/bbox_mAP" in r:
             val.append({**r, "step": last_iter})
+    return val
+
+
+def plot_training_curves(work_dir: str | Path, out_png: str | Path) -> Path | None:
+    """Loss terms and val AP against iteration; returns the PNG path (None when nothing was logged)."""
+    records = read_scalars(work_dir)
+    train = [r for r in records if "loss" in r]
+    val = val_points(records)
     if not train:
         return None
     import matplotlib

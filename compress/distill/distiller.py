@@ -26,7 +26,9 @@ from mmengine.registry import DefaultScope
 from compress.checkpoints import load_state_dict_file
 from compress.distill.box_ops import cxcywh_to_xyxy
 from compress.distill.losses.feature_kd import FeatureKDConfig, masked_feature_loss, quality_mask, select_queries
+from compress.distill.losses.fitnet import fitnet_loss
 from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss
+from compress.distill.losses.mgd import MGDGenerator, mgd_loss
 from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_assignment
 from compress.distill.stage_pairing import assignment_stage, group_stages
 from compress.distill.taps import QUERY_KEYS, Taps, decode_query_group, detection_loss, forward_taps, is_softmax_head
@@ -144,6 +146,9 @@ class DETRDistiller(BaseModel):
             self.feature_adapters = nn.ModuleList(
                 [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity()
                  for _ in range(self._num_feature_levels())])
+        self.mgd_generators = None
+        if self.feature_cfg.enable and self.feature_cfg.method == "mgd":
+            self.mgd_generators = nn.ModuleList([MGDGenerator(t_dims) for _ in range(self._num_feature_levels())])
 
     # -- construction checks -------------------------------------------------------------------------
     def _check_pair(self) -> None:
@@ -203,7 +208,9 @@ class DETRDistiller(BaseModel):
         if self.feature_cfg.enable:
             losses.update(self._feature_kd(teacher, student, gts, metas))
         if self.query_cfg.enable:
-            losses.update(self._query_prior(teacher, student, targets, metas, assignment_stage(num_t, num_s)))
+            # Official-style step: a second student pass (backbone, neck, encoder) serves the teacher group.
+            carrier = forward_taps(self.student, inputs, data_samples) if self.query_cfg.encoder_twice else student
+            losses.update(self._query_prior(teacher, carrier, targets, metas, assignment_stage(num_t, num_s)))
         return losses
 
     # -- the three losses ----------------------------------------------------------------------------
@@ -246,6 +253,10 @@ class DETRDistiller(BaseModel):
                               f"{[tuple(m.shape[-2:]) for m in t_maps]} vs {[tuple(m.shape[-2:]) for m in s_maps]}; "
                               f"use the same neck num_outs and strides or disable feature_kd")
         s_maps = [adapter(m) for adapter, m in zip(self.feature_adapters, s_maps)]
+        if cfg.method == "fitnet":
+            return {"loss_fkd_fitnet": cfg.weight * fitnet_loss(t_maps, s_maps)}
+        if cfg.method == "mgd":
+            return {"loss_fkd_mgd": cfg.weight * mgd_loss(t_maps, s_maps, self.mgd_generators, cfg.mgd_mask_ratio)}
         out = {}
         for stage in range(teacher.cls_scores.shape[0]):
             with torch.no_grad():

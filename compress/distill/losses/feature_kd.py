@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from compress.distill.box_ops import iou
 
 SOURCES = ("neck", "encoder")
+# 'detrdistill': the quality-weighted mask below; 'fitnet' and 'mgd': the peer baselines of the paper's
+# comparison, on the same features and adapters (losses/fitnet.py, losses/mgd.py).
+METHODS = ("detrdistill", "fitnet", "mgd")
 
 
 @dataclass
@@ -26,10 +29,16 @@ class FeatureKDConfig:
     source: str = "neck"
     top_m: int = 100
     min_mask: float = 0.01
+    method: str = "detrdistill"
+    mgd_mask_ratio: float = 0.65
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"feature_kd.source must be one of {SOURCES}, got {self.source!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"feature_kd.method must be one of {METHODS}, got {self.method!r}")
+        if not 0 <= self.mgd_mask_ratio < 1:
+            raise ValueError(f"feature_kd.mgd_mask_ratio must be in [0, 1), got {self.mgd_mask_ratio}")
 
 
 def select_queries(probs: torch.Tensor, boxes_xyxy: torch.Tensor, gt_xyxy: torch.Tensor, top_m: int

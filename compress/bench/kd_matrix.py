@@ -1,0 +1,161 @@
+"""``python -m compress bench-kd``: DETRDistill against the student alone, each of its components alone, and
+the FitNet / MGD feature-KD baselines, on the same data, schedule, seeds and evaluation.
+
+Every entry is a real training run (a subprocess of ``python -m compress``) in ``<out>/<entry>/seed<k>``,
+built from a small derived config so that only the compared switch differs. A finished entry (its
+metrics.json) is reused; a killed one resumes from its last checkpoint. Step times come from a separate
+timing phase that runs the student alone, the DETRDistill step and the official-style step one after the
+other for a few iterations, so their ratios are measured side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compress.report import read_scalars, val_points
+
+# Switches of each entry on top of the distill config; None = the student config trained alone.
+ENTRIES: dict[str, dict | None] = {
+    "baseline": None,
+    "detrdistill": {},
+    "logits_only": {"feature_kd": {"enable": False}, "query_prior": {"enable": False}},
+    "feature_only": {"logits_kd": {"enable": False}, "query_prior": {"enable": False}},
+    "query_prior_only": {"logits_kd": {"enable": False}, "feature_kd": {"enable": False}},
+    "fitnet": {"logits_kd": {"enable": False}, "query_prior": {"enable": False}, "feature_kd": {"method": "fitnet"}},
+    "mgd": {"logits_kd": {"enable": False}, "query_prior": {"enable": False}, "feature_kd": {"method": "mgd"}},
+}
+TIMING = {"student alone": None, "DETRDistill (one encoder pass)": {},
+          "official style (encoder twice)": {"query_prior": {"encoder_twice": True}}}
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def derived_config(path: Path, base: str, model: dict | None, iters: int, val_interval: int, seed: int) -> Path:
+    """A config inheriting ``base`` with the entry's switches, schedule and seed (nothing else changes)."""
+    milestone = max(1, int(iters * 0.85))
+    lines = [f"_base_ = [{str(Path(base).resolve())!r}]",
+             f"max_iters = {iters}",
+             f"train_cfg = dict(max_iters={iters}, val_interval={val_interval})",
+             "param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, "
+             f"milestones=[{milestone}], gamma=0.1)]",
+             f"default_hooks = dict(checkpoint=dict(interval={val_interval}, max_keep_ckpts=1, save_last=True))",
+             f"randomness = dict(seed={seed})"]
+    if model:
+        lines.append(f"model = dict(**{model!r})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_entry(command: str, config: Path, work_dir: Path, env: dict, iters: int, val_interval: int) -> dict:
+    """One training run; resumes a killed one. Returns its summary, with the child's peak RSS."""
+    summary_file = work_dir / "bench_entry.json"
+    if summary_file.is_file():
+        return {**json.loads(summary_file.read_text()), "reused": True}
+    args = [sys.executable, "-m", "compress", command, "--config", str(config), "--work-dir", str(work_dir)]
+    if (work_dir / "last_checkpoint").is_file():
+        args.append("--resume")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with open(work_dir / "bench.log", "a") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = (work_dir / "bench.log").read_text()[-1500:]
+        raise RuntimeError(f"{' '.join(args[3:])} failed with exit code {code}:\n{tail}")
+    metrics = json.loads((work_dir / "metrics.json").read_text())
+    student = metrics.get("student") or {**metrics["metrics"], "s/step": metrics.get("step_time_s")}
+    # mmengine logs val records with step 0: the loop validates every val_interval and at the last iteration
+    steps = sorted({*range(val_interval, iters + 1, val_interval), iters})
+    aps = [round(100 * p["coco/bbox_mAP"], 2) for p in val_points(read_scalars(work_dir))][-len(steps):]
+    curve = list(zip(steps[-len(aps):], aps)) if aps else []
+    summary = {"metrics": {k: student[k] for k in METRICS}, "s_per_step": student.get("s/step"),
+               "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "wall_s": round(time.time() - started, 1),
+               "curve": curve}
+    summary_file.write_text(json.dumps(summary, indent=2))
+    return {**summary, "reused": False}
+
+
+def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list[int], iters: int,
+                 val_interval: int, timing_iters: int, entries: list[str] | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    root = Path(out)
+    chosen = entries or list(ENTRIES)
+    results: dict[str, list[dict]] = {name: [] for name in chosen}
+    total = len(chosen) * len(seeds)
+    done, started = 0, time.time()
+    for seed in seeds:
+        for name in chosen:
+            overrides = ENTRIES[name]
+            base, command = (student_config, "train-teacher") if overrides is None else (distill_config, "distill")
+            work = root / name / f"seed{seed}"
+            cfg = derived_config(root / "configs" / f"{name}_seed{seed}.py", base, overrides, iters, val_interval, seed)
+            eta = (time.time() - started) / max(done, 1) * (total - done) if done else None
+            print(f"[bench-kd] {done + 1}/{total} {name} seed {seed}"
+                  + (f" (ETA {eta / 60:.0f} min)" if eta else ""), flush=True)
+            results[name].append(run_entry(command, cfg, work, env, iters, val_interval))
+            done += 1
+    timing = {}
+    for label, overrides in TIMING.items():
+        base, command = (student_config, "train-teacher") if overrides is None else (distill_config, "distill")
+        work = root / "timing" / label.split(" (")[0].replace(" ", "_")
+        cfg = derived_config(root / "configs" / f"timing_{work.name}.py", base, overrides, timing_iters,
+                             timing_iters + 1, 0)
+        print(f"[bench-kd] timing: {label}, {timing_iters} iterations", flush=True)
+        timing[label] = run_entry(command, cfg, work, env, timing_iters, timing_iters + 1)["s_per_step"]
+    report = summarize(results, timing, seeds, iters)
+    from compress.bench.kd_report import write_kd_reports
+
+    report["table"] = write_kd_reports(report, root / "bench_kd")
+    return report
+
+
+def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: list[int], iters: int) -> dict:
+    rows = {}
+    base = results.get("baseline")
+    base_ap = float(np.mean([r["metrics"]["AP"] for r in base])) if base else None
+    base_rss = float(np.mean([r["peak_rss_mb"] for r in base])) if base else None
+    for name, runs in results.items():
+        aps = {k: [r["metrics"][k] for r in runs] for k in METRICS}
+        row = {"mean": {k: round(float(np.mean(v)), 2) for k, v in aps.items()},
+               "std": {k: round(float(np.std(v)), 2) for k, v in aps.items()},
+               "seeds": len(runs), "peak_rss_mb": round(float(np.mean([r["peak_rss_mb"] for r in runs])), 1),
+               "curves": [r["curve"] for r in runs]}
+        if base_ap is not None:
+            row["gain_ap"] = round(row["mean"]["AP"] - base_ap, 2)
+            row["peak_rss_vs_baseline"] = round(row["peak_rss_mb"] / base_rss, 2)
+        rows[name] = row
+    student_step = timing.get("student alone")
+    ratios = {k: round(v / student_step, 2) for k, v in timing.items() if v and student_step}
+    return {"seeds": seeds, "iterations": iters, "rows": rows, "step_time_s": timing,
+            "step_time_vs_student": ratios, "targets": kd_targets(rows, ratios)}
+
+
+def kd_targets(rows: dict, ratios: dict) -> list[dict]:
+    out = []
+    full = rows.get("detrdistill", {}).get("gain_ap")
+    if full is not None:
+        out.append({"target": "DETRDistill >= +2.5 AP over the student alone", "measured": full, "met": full >= 2.5})
+        for peer in ("fitnet", "mgd"):
+            if peer in rows:
+                margin = round(rows["detrdistill"]["mean"]["AP"] - rows[peer]["mean"]["AP"], 2)
+                out.append({"target": f"DETRDistill beats {peer}", "measured": margin, "met": margin > 0})
+    for part in ("logits_only", "feature_only", "query_prior_only"):
+        if rows.get(part, {}).get("gain_ap") is not None:
+            gain = rows[part]["gain_ap"]
+            out.append({"target": f"{part} alone is positive", "measured": gain, "met": gain > 0})
+    ours, official = ratios.get("DETRDistill (one encoder pass)"), ratios.get("official style (encoder twice)")
+    if ours and official:
+        speedup = round(official / ours, 2)
+        out.append({"target": "DETRDistill step >= 1.5x faster than the official-style step", "measured": speedup,
+                    "met": speedup >= 1.5})
+        out.append({"target": "DETRDistill step below 1.5x the student alone (stretch)", "measured": ours,
+                    "met": ours < 1.5})
+    return out

@@ -1,0 +1,52 @@
+"""The KD benchmark's table (markdown), AP-vs-iteration curves (PNG) and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from compress.bench.kd_matrix import METRICS
+
+
+def kd_table(report: dict) -> str:
+    lines = [f"KD benchmark: {report['iterations']} iterations, seeds {report['seeds']} (mean +- std)", "",
+             "| entry | " + " | ".join(METRICS) + " | gain AP | peak RSS vs baseline |",
+             "|---|" + "---|" * (len(METRICS) + 2)]
+    for name, row in report["rows"].items():
+        cells = [f"{row['mean'][k]} +- {row['std'][k]}" for k in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.get('gain_ap', '-')} | "
+                     f"{row.get('peak_rss_vs_baseline', '-')} |")
+    lines += ["", "| training step | s/step | vs student alone |", "|---|---|---|"]
+    for label, seconds in report["step_time_s"].items():
+        lines.append(f"| {label} | {seconds} | {report['step_time_vs_student'].get(label, '-')} |")
+    lines.append("")
+    lines += [f"- {t['target']}: {t['measured']} ({'met' if t['met'] else 'MISSED'})" for t in report["targets"]]
+    return "\n".join(lines)
+
+
+def write_kd_reports(report: dict, out: Path) -> str:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = kd_table(report)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(table + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, row in report["rows"].items():
+        curves = [c for c in row["curves"] if c]
+        if not curves:
+            continue
+        steps = [s for s, _ in curves[0]]
+        mean = [sum(c[i][1] for c in curves if i < len(c)) / len(curves) for i in range(len(steps))]
+        ax.plot(steps, mean, marker="o", label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("val AP (0-100), mean over seeds")
+    ax.set_title("student AP during training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+    return table

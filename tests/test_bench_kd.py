@@ -1,0 +1,52 @@
+"""The KD benchmark matrix on tiny models: every entry trains, the report is written, finished entries are
+reused and a killed entry resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from tests.run_helpers import run_cli, write_distill_config
+
+
+def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
+    config = write_distill_config(tiny_pair, "benchkd", iters=2, val_interval=2, ckpt_interval=2)
+    out = tmp_path / "bench"
+    args = ("bench-kd", "--config", str(config), "--student-config", str(tiny_pair["student"]), "--seeds", "0",
+            "--iters", "2", "--val-interval", "2", "--timing-iters", "2", "--entries", "baseline", "detrdistill",
+            "mgd", "--out", str(out))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((out / "bench_kd.json").read_text())
+    assert set(report["rows"]) == {"baseline", "detrdistill", "mgd"}
+    for row in report["rows"].values():
+        assert set(row["mean"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"} and row["seeds"] == 1
+        assert row["peak_rss_mb"] > 100 and row["curves"][0][-1][0] == 2  # val point at iteration 2
+    assert report["rows"]["baseline"]["gain_ap"] == 0
+    assert set(report["step_time_s"]) == {"student alone", "DETRDistill (one encoder pass)",
+                                          "official style (encoder twice)"}
+    assert report["step_time_vs_student"]["student alone"] == 1.0
+    assert {t["target"] for t in report["targets"]} >= {"DETRDistill >= +2.5 AP over the student alone",
+                                                        "DETRDistill beats mgd"}
+    table = (out / "bench_kd.md").read_text()
+    assert "| detrdistill |" in table and "official style" in table
+    assert (out / "bench_kd.png").stat().st_size > 5000
+    config_text = (out / "configs/mgd_seed0.py").read_text()
+    assert "'method': 'mgd'" in config_text and "randomness = dict(seed=0)" in config_text
+
+    # A killed entry: its summary is gone but its checkpoint is there -> it resumes; the others are reused.
+    entry = out / "mgd/seed0"
+    (entry / "bench_entry.json").unlink()
+    (entry / "metrics.json").unlink()
+    shutil.rmtree(out / "timing")
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "--resume" not in (out / "baseline/seed0/bench.log").read_text()
+    assert "Load checkpoint from" in (entry / "bench.log").read_text() or "resum" in (entry / "bench.log").read_text()
+    again = json.loads((out / "bench_kd.json").read_text())
+    assert again["rows"]["baseline"] == report["rows"]["baseline"]
+
+
+def test_bench_kd_refuses_unknown_entries(tmp_path):
+    res = run_cli("bench-kd", "--entries", "fgd", "--out", str(tmp_path))
+    assert res.returncode == 2 and "unknown bench-kd entries ['fgd']" in res.stderr
