@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     b.add_argument("--out", default="work_dirs/bench/latency", help="writes OUT.json, OUT.md, OUT.png")
+    b.add_argument("--export-dir", default="work_dirs/export", help="where the models' ONNX exports live")
 
     k = sub.add_parser("bench-kd", help="DETRDistill vs student alone, its components alone, FitNet and MGD")
     k.add_argument("--config", default=DEFAULT_DISTILL, help="distill config (teacher, student, data)")
@@ -171,7 +172,8 @@ def run_command(args: argparse.Namespace) -> None:
             if not Path(path).is_file():
                 raise CheckpointError(f"{name} model file not found: {path}; `make distill` writes the student, "
                                       f"`make teacher` the teacher")
-        result = run_bench(args.config, models, tuple(args.batch), args.runs, args.warmup, args.threads, args.out)
+        result = run_bench(args.config, models, tuple(args.batch), args.runs, args.warmup, args.threads, args.out,
+                           args.export_dir)
         print(result["table"])
         print(f"wrote {args.out}.json, {args.out}.md, {args.out}.png")
     elif args.command == "bench-kd":

@@ -49,7 +49,8 @@ def test_bench_teacher_and_student_side_by_side(tiny_pair, tiny_student, tmp_pat
     config, student = tiny_student
     out = tmp_path / "bench" / "latency"
     res = run_cli("bench", "--config", str(config), "--teacher", str(tiny_pair["ckpt"]), "--student", str(student),
-                  "--batch", "1", "2", "--runs", "3", "--warmup", "1", "--threads", "1", "--out", str(out))
+                  "--batch", "1", "2", "--runs", "3", "--warmup", "1", "--threads", "1", "--out", str(out),
+                  "--export-dir", str(tmp_path / "export"))
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
     rows = {(r["model"], r["backend"], r["batch"]): r for r in result["rows"]}
@@ -66,3 +67,4 @@ def test_bench_teacher_and_student_side_by_side(tiny_pair, tiny_student, tmp_pat
     assert "| student | onnxruntime | 1 |" in table and "TensorRT" not in table
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "TensorRT skipped" in res.stdout
+    assert sorted(p.name for p in (tmp_path / "export").glob("*.onnx")) == ["student.onnx", "teacher.onnx"]

@@ -50,12 +50,15 @@ def gflops(detector, input_size: tuple[int, int]) -> float | None:
 
 
 def ensure_onnx(name: str, checkpoint: str, config: str, out_dir: Path, val_images: int) -> tuple[Path, dict]:
-    """The model's verified ONNX export and its report; exported here when absent or older than the model."""
+    """The model's verified ONNX export and its report; exported here when absent or made from another model file."""
+    from compress.checkpoints import sha256_file
     from compress.export.pipeline import export_and_verify
 
     onnx_path = out_dir / f"{name}.onnx"
     report = Path(str(onnx_path) + ".json")
-    if not (onnx_path.is_file() and report.is_file() and onnx_path.stat().st_mtime >= Path(checkpoint).stat().st_mtime):
+    current = report.is_file() and onnx_path.is_file() and json.loads(report.read_text())["contract"].get(
+        "source_sha256") == sha256_file(checkpoint)
+    if not current:  # absent, or exported from another model file
         print(f"[bench] exporting {name} ({checkpoint}) to {onnx_path}", flush=True)
         export_and_verify(config, checkpoint, str(onnx_path), val_images=val_images)
     return onnx_path, json.loads(report.read_text())
