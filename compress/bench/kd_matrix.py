@@ -37,7 +37,10 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def derived_config(path: Path, base: str, model: dict | None, iters: int, val_interval: int, seed: int) -> Path:
-    """A config inheriting ``base`` with the entry's switches, schedule and seed (nothing else changes)."""
+    """A config inheriting ``base`` with the entry's switches, schedule and seed (nothing else changes).
+
+    ``model`` with ``_delete_`` replaces the distiller by the student alone (the baseline keeps the distill
+    config's data, optimizer and runtime, so the comparison differs in the model only)."""
     milestone = max(1, int(iters * 0.85))
     lines = [f"_base_ = [{str(Path(base).resolve())!r}]",
              f"max_iters = {iters}",
@@ -85,7 +88,10 @@ def run_entry(command: str, config: Path, work_dir: Path, env: dict, iters: int,
 
 def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list[int], iters: int,
                  val_interval: int, timing_iters: int, entries: list[str] | None = None) -> dict:
+    from mmengine.config import Config
+
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    student_alone = {"_delete_": True, **Config.fromfile(student_config).model.to_dict()}
     root = Path(out)
     chosen = entries or list(ENTRIES)
     results: dict[str, list[dict]] = {name: [] for name in chosen}
@@ -94,7 +100,9 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
     for seed in seeds:
         for name in chosen:
             overrides = ENTRIES[name]
-            base, command = (student_config, "train-teacher") if overrides is None else (distill_config, "distill")
+            command = "train-teacher" if overrides is None else "distill"
+            overrides = student_alone if overrides is None else overrides
+            base = distill_config
             work = root / name / f"seed{seed}"
             cfg = derived_config(root / "configs" / f"{name}_seed{seed}.py", base, overrides, iters, val_interval, seed)
             eta = (time.time() - started) / max(done, 1) * (total - done) if done else None
@@ -104,7 +112,8 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
             done += 1
     timing = {}
     for label, overrides in TIMING.items():
-        base, command = (student_config, "train-teacher") if overrides is None else (distill_config, "distill")
+        command = "train-teacher" if overrides is None else "distill"
+        overrides, base = (student_alone if overrides is None else overrides), distill_config
         work = root / "timing" / label.split(" (")[0].replace(" ", "_")
         cfg = derived_config(root / "configs" / f"timing_{work.name}.py", base, overrides, timing_iters,
                              timing_iters + 1, 0)
