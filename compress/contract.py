@@ -34,7 +34,11 @@ class ModelContract:
         return {k: json.dumps(v) for k, v in asdict(self).items()}
 
     @classmethod
+    def from_dict(cls, values: dict) -> ModelContract:
+        """From plain JSON values (an engine sidecar, decoded metadata); unknown keys are ignored."""
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "input_size": tuple(known["input_size"])})
+
+    @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> ModelContract:
-        values = {k: json.loads(v) for k, v in meta.items() if k in cls.__dataclass_fields__}
-        values["input_size"] = tuple(values["input_size"])
-        return cls(**values)
+        return cls.from_dict({k: json.loads(v) for k, v in meta.items() if k in cls.__dataclass_fields__})

@@ -103,10 +103,8 @@ async def detect(
         image = decode_image(data, name, settings.max_upload_bytes, settings.max_pixels, settings.min_side)
         return image, preprocess(image, runner.contract)
 
-    decoded = []
-    for i, upload in enumerate(uploads):
-        name = (upload.filename or f"file {i}")[:100]
-        decoded.append(await run_in_threadpool(prepare, await upload.read(), name))
+    names = [(upload.filename or f"file {i}")[:100] for i, upload in enumerate(uploads)]
+    decoded = [await run_in_threadpool(prepare, await upload.read(), name) for upload, name in zip(uploads, names)]
     decode_s = time.perf_counter() - started
     try:
         futures = state.batcher.submit([array for _, array in decoded])
@@ -120,11 +118,10 @@ async def detect(
         raise ServeError(504, f"inference did not finish within {settings.request_timeout_s:g} s") from None
     state.metrics.images.inc(len(results))
     images = []
-    for upload_index, ((image, _), result) in enumerate(zip(decoded, results)):
+    for name, (image, _), result in zip(names, decoded, results):
         det = runner.postprocess(result.outputs, [image.size])[0].filtered(threshold, max_detections, label_ids)
         images.append(ImageResult(
-            file=(uploads[upload_index].filename or f"file {upload_index}")[:100], width=image.width,
-            height=image.height, detections=[
+            file=name, width=image.width, height=image.height, detections=[
                 Detection(box=[round(float(v), 2) for v in box], score=round(float(score), 5),
                           label=runner.contract.classes[int(label)], label_id=int(label))
                 for box, score, label in zip(det.boxes, det.scores, det.labels)]))

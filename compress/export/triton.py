@@ -28,8 +28,7 @@ def read_contract(model: Path) -> tuple[ModelContract, str]:
         return ModelContract.from_metadata(meta), "onnxruntime_onnx"
     sidecar = Path(str(model) + ".json")
     if model.suffix in (".engine", ".plan") and sidecar.is_file():
-        info = json.loads(sidecar.read_text())["contract"]
-        return ModelContract(**{**info, "input_size": tuple(info["input_size"])}), "tensorrt_plan"
+        return ModelContract.from_dict(json.loads(sidecar.read_text())["contract"]), "tensorrt_plan"
     raise BackendError(f"{model} is neither an .onnx export nor a TensorRT engine with its .json sidecar")
 
 

@@ -25,7 +25,7 @@ class TensorRTRunner(Runner):
         if not sidecar.is_file():
             raise BackendError(f"{path} has no sidecar {sidecar.name}; rebuild it with `make export-trt`")
         info = json.loads(sidecar.read_text())
-        self.contract = ModelContract(**{**info["contract"], "input_size": tuple(info["contract"]["input_size"])})
+        self.contract = ModelContract.from_dict(info["contract"])
         self.provider = f"TensorRT {trt.__version__} {info['precision']}"
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
