@@ -23,11 +23,15 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
         assert set(row["mean"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"} and row["seeds"] == 1
         assert row["peak_rss_mb"] > 100 and row["curves"][0][-1][0] == 2  # val point at iteration 2
     assert report["rows"]["baseline"]["gain_ap"] == 0
-    assert set(report["step_time_s"]) == {"student alone", "DETRDistill (one encoder pass)",
+    assert set(report["step_time_s"]) == {"student alone", "student + teacher forward (KD off)",
+                                          "DETRDistill (one encoder pass)", "DETRDistill, teacher bf16 autocast",
                                           "official style (encoder twice)"}
+    assert (out / "timing/student_teacher_forward_kd_off").is_dir()
+    assert "'autocast': 'bfloat16'" in (out / "configs/timing_detrdistill_teacher_bf16_autocast.py").read_text()
     assert report["step_time_vs_student"]["student alone"] == 1.0
     assert {t["target"] for t in report["targets"]} >= {"DETRDistill >= +2.5 AP over the student alone",
-                                                        "DETRDistill beats mgd"}
+                                                        "DETRDistill beats mgd",
+                                                        "DETRDistill step <= 1.1x (student step + teacher forward)"}
     table = (out / "bench_kd.md").read_text()
     assert "| detrdistill |" in table and "official style" in table
     assert (out / "bench_kd.png").stat().st_size > 5000

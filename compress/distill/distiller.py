@@ -48,13 +48,25 @@ def _section(cls, value: dict | None, name: str):
         raise ConfigError(f"model.{name}: {exc}") from None
 
 
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _autocast_dtype(name: str | None) -> torch.dtype | None:
+    if name in (None, "float32"):
+        return None
+    if name not in AUTOCAST_DTYPES:
+        raise ConfigError(f"model.teacher.autocast={name!r} is not supported; use None, 'bfloat16' or 'float16'")
+    return AUTOCAST_DTYPES[name]
+
+
 def build_detector(spec: dict, role: str) -> nn.Module:
     """Build an mmdet detector from ``dict(config=path | model dict)``."""
     if not isinstance(spec, dict) or "config" not in spec:
         raise ConfigError(f"model.{role} must be dict(config=<detector config path or model dict>, ...)")
-    unknown = sorted(set(spec) - {"config", "checkpoint"})
+    valid = {"config", "checkpoint"} | ({"autocast"} if role == "teacher" else set())
+    unknown = sorted(set(spec) - valid)
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in model.{role}; valid keys: ['checkpoint', 'config']")
+        raise ConfigError(f"unknown key(s) {unknown} in model.{role}; valid keys: {sorted(valid)}")
     source = spec["config"]
     if isinstance(source, (str, Path)):
         if not Path(source).is_file():
@@ -103,7 +115,10 @@ class DETRDistiller(BaseModel):
     """DETRDistill (Chang et al., ICCV 2023) around two mmdet DETR-family detectors.
 
     Args:
-        teacher: dict(config=<path or model dict>, checkpoint=<path>); frozen, eval mode, no grad.
+        teacher: dict(config=<path or model dict>, checkpoint=<path>, autocast=None | 'bfloat16' | 'float16');
+            frozen, eval mode, no grad. ``autocast`` runs its forward under torch.autocast in that dtype
+            (cheaper on hardware with bf16/fp16 units: AVX-512 BF16 / AMX CPUs, tensor-core GPUs); its
+            outputs are cast back to float32 before matching and the losses.
         student: dict(config=<path or model dict>, checkpoint=<optional init path>).
         logits_kd / feature_kd / query_prior: loss sections (see the dataclasses in ``losses/``); each
             has ``enable`` and ``weight``.
@@ -123,6 +138,7 @@ class DETRDistiller(BaseModel):
         if self.student_checkpoint:
             load_detector_weights(self.student, self.student_checkpoint, "student")
 
+        self.teacher_autocast = _autocast_dtype(teacher.get("autocast"))
         if not teacher.get("checkpoint"):
             raise ConfigError("model.teacher.checkpoint is not set; train a teacher with `make teacher` "
                               "or point it at a trained checkpoint")
@@ -193,8 +209,7 @@ class DETRDistiller(BaseModel):
         return self.student._forward(inputs, data_samples)
 
     def loss(self, inputs: torch.Tensor, data_samples: list) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            teacher = forward_taps(self.teacher, inputs, data_samples)
+        teacher = self._teacher_forward(inputs, data_samples)
         student = forward_taps(self.student, inputs, data_samples)
         gts = [s.gt_instances for s in data_samples]
         metas = [s.metainfo for s in data_samples]
@@ -212,6 +227,13 @@ class DETRDistiller(BaseModel):
             carrier = forward_taps(self.student, inputs, data_samples) if self.query_cfg.encoder_twice else student
             losses.update(self._query_prior(teacher, carrier, targets, metas, assignment_stage(num_t, num_s)))
         return losses
+
+    def _teacher_forward(self, inputs: torch.Tensor, data_samples: list) -> Taps:
+        if self.teacher_autocast is None:
+            with torch.no_grad():
+                return forward_taps(self.teacher, inputs, data_samples)
+        with torch.no_grad(), torch.autocast(inputs.device.type, dtype=self.teacher_autocast):
+            return forward_taps(self.teacher, inputs, data_samples).float()
 
     # -- the three losses ----------------------------------------------------------------------------
     def _teacher_targets(self, teacher: Taps, gts: list, metas: list[dict]) -> dict[int, tuple]:

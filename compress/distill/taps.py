@@ -11,7 +11,7 @@ Shapes: B batch, L decoder stages, N queries, E embed dims, C classes, S encoder
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from mmdet.models.dense_heads import DeformableDETRHead
@@ -43,6 +43,20 @@ class Taps:
     bbox_preds: torch.Tensor
     num_dn: int = 0
     extras: dict = field(default_factory=dict)
+
+    def float(self) -> Taps:
+        """Every floating-point tensor in float32: a teacher run under bf16/fp16 autocast feeds the losses,
+        which match, clamp and take IoUs in float32 like the student's own outputs."""
+        def cast(value):
+            if isinstance(value, torch.Tensor):
+                return value.float() if value.is_floating_point() else value
+            if isinstance(value, dict):
+                return {k: cast(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(cast(v) for v in value)
+            return value
+
+        return Taps(**{f.name: cast(getattr(self, f.name)) for f in fields(self)})
 
     def encoder_maps(self) -> list[torch.Tensor]:
         """The encoder output reshaped per level to (B, E, H, W) like ``feats``."""
