@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from compress.distill.losses.feature_kd import masked_feature_loss, quality_mask, select_queries
+from compress.distill.losses.feature_kd import (
+    masked_feature_loss,
+    quality_mask,
+    quality_masks,
+    query_evidence,
+    select_queries,
+)
 
 
 def test_quality_mask_hand_computed():
@@ -52,3 +58,16 @@ def test_masked_feature_loss_hand_computed():
     mask = [torch.tensor([[[1.0, 0.5]]])]
     # mean over B x C x H x W of (psi * 1)^2 = (1 + 0.25 + 1 + 0.25) / 4
     assert masked_feature_loss(f_t, f_s, mask).item() == pytest.approx(0.625)
+
+
+def test_batched_masks_equal_the_per_query_cosine_sum():
+    """The evidence-vector form equals the definition: clamp(sum_i q_i cos(Q_i, F)), over its max."""
+    torch.manual_seed(0)
+    queries, quality = torch.randn(2, 7, 5), torch.rand(2, 7)
+    features = [torch.randn(2, 5, 3, 4), torch.randn(2, 5, 2, 2)]
+    masks = quality_masks(torch.stack([query_evidence(queries[b], quality[b]) for b in range(2)]), features)
+    for level, feature in enumerate(features):
+        for b in range(2):
+            cos = torch.nn.functional.cosine_similarity(queries[b][:, :, None, None], feature[b][None], dim=1)
+            psi = (quality[b][:, None, None] * cos).sum(0).clamp(min=0.01)
+            torch.testing.assert_close(masks[level][b], psi / psi.max())

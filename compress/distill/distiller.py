@@ -25,7 +25,13 @@ from mmengine.registry import DefaultScope
 
 from compress.checkpoints import load_state_dict_file
 from compress.distill.box_ops import cxcywh_to_xyxy
-from compress.distill.losses.feature_kd import FeatureKDConfig, masked_feature_loss, quality_mask, select_queries
+from compress.distill.losses.feature_kd import (
+    FeatureKDConfig,
+    masked_feature_loss,
+    quality_masks,
+    query_evidence,
+    select_queries,
+)
 from compress.distill.losses.fitnet import fitnet_loss
 from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss
 from compress.distill.losses.mgd import MGDGenerator, mgd_loss
@@ -290,15 +296,14 @@ class DETRDistiller(BaseModel):
                        metas: list[dict]) -> list[torch.Tensor]:
         probs = class_logits(teacher.cls_scores[stage], self.t_softmax).sigmoid()
         hidden = teacher.head_inputs["hidden_states"][stage]
-        per_image = []
+        evidence = []
         for b, (gt, meta) in enumerate(zip(gts, metas)):
             h, w = meta["img_shape"]
             scale = probs.new_tensor([w, h, w, h])
             query, quality = select_queries(probs[b], cxcywh_to_xyxy(teacher.bbox_preds[stage, b]) * scale,
                                             gt.bboxes.to(probs.device).float(), self.feature_cfg.top_m)
-            per_image.append([quality_mask(hidden[b, query], quality, level[b], self.feature_cfg.min_mask)
-                              for level in t_maps])
-        return [torch.stack([img[level] for img in per_image]) for level in range(len(t_maps))]
+            evidence.append(query_evidence(hidden[b, query], quality))
+        return quality_masks(torch.stack(evidence), t_maps, self.feature_cfg.min_mask)
 
     def _query_prior(self, teacher: Taps, student: Taps, targets: dict, metas: list[dict],
                      stage_of: list[int]) -> dict:
