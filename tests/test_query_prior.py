@@ -6,6 +6,7 @@ import torch
 
 import compress.distill.distiller as distiller_module
 from compress.distill.losses.query_prior_kd import loss_under_assignment
+from compress.distill.taps import decode_query_group, forward_taps
 from tests.conftest import make_batch
 from tests.distill_helpers import build_distiller
 from tests.tiny import tiny_model
@@ -60,3 +61,38 @@ def test_student_predictions_do_not_change_the_teacher_assignment(tmp_path, monk
         own_b = distiller.student.bbox_head.get_targets(list(cls_b), list(box_b), gts, metas)
         student_assignment_differs |= any(not torch.equal(x, y) for x, y in zip(own_a[0], own_b[0]))
     assert student_assignment_differs
+
+
+def _taps_with_group(model, data, group, seed: int):
+    torch.manual_seed(seed)  # DINO draws its denoising queries at random
+    return forward_taps(model, data["inputs"], data["data_samples"], group)
+
+
+def test_dino_decodes_the_group_in_its_own_call_exactly_as_a_separate_call(tmp_path):
+    """One decoder call with a block-diagonal self-attention mask == own queries alone + group alone."""
+    distiller = build_distiller(tmp_path, tiny_model("dino"), tiny_model("dino", width=4))
+    student = distiller.student.train()
+    data = distiller.data_preprocessor(make_batch(2), True)
+    torch.manual_seed(1)
+    group = {"query": torch.randn(2, 7, student.embed_dims), "reference_points": torch.rand(2, 7, 4)}
+    with torch.no_grad():
+        merged = _taps_with_group(student, data, group, seed=0)
+        alone = _taps_with_group(student, data, None, seed=0)
+        separate = decode_query_group(student, alone.decoder_inputs, group)
+    assert merged.num_dn > 0 and merged.cls_scores.shape == alone.cls_scores.shape
+    torch.testing.assert_close(merged.cls_scores, alone.cls_scores)  # own queries never see the group
+    torch.testing.assert_close(merged.bbox_preds, alone.bbox_preds)
+    assert merged.extras["group"][0].shape[:3] == (2, 2, 7)
+    torch.testing.assert_close(merged.extras["group"][0], separate[0])  # nor the group the own queries
+    torch.testing.assert_close(merged.extras["group"][1], separate[1])
+
+
+def test_other_families_decode_the_group_in_a_second_call(tmp_path):
+    distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4))
+    student = distiller.student.train()
+    data = distiller.data_preprocessor(make_batch(2), True)
+    group = distiller._query_group(distiller._teacher_forward(data["inputs"], data["data_samples"]))
+    with torch.no_grad():
+        taps = _taps_with_group(student, data, group, seed=0)
+        separate = decode_query_group(student, taps.decoder_inputs, group)
+    torch.testing.assert_close(taps.extras["group"][1], separate[1])

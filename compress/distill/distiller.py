@@ -37,7 +37,7 @@ from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss
 from compress.distill.losses.mgd import MGDGenerator, mgd_loss
 from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_assignment
 from compress.distill.stage_pairing import assignment_stage, group_stages
-from compress.distill.taps import QUERY_KEYS, Taps, decode_query_group, detection_loss, forward_taps, is_softmax_head
+from compress.distill.taps import QUERY_KEYS, Taps, detection_loss, forward_taps, is_softmax_head
 from compress.errors import CheckpointError, ConfigError
 
 
@@ -216,7 +216,11 @@ class DETRDistiller(BaseModel):
 
     def loss(self, inputs: torch.Tensor, data_samples: list) -> dict[str, torch.Tensor]:
         teacher = self._teacher_forward(inputs, data_samples)
-        student = forward_taps(self.student, inputs, data_samples)
+        # The teacher's queries ride along in the student's own forward (one encoder pass, and for DINO one
+        # decoder call); the official-style step (encoder_twice) decodes them in a second full student pass.
+        group = self._query_group(teacher) if self.query_cfg.enable else None
+        student = forward_taps(self.student, inputs, data_samples,
+                               group=None if self.query_cfg.encoder_twice else group)
         gts = [s.gt_instances for s in data_samples]
         metas = [s.metainfo for s in data_samples]
         losses = detection_loss(self.student, student, gts, metas)
@@ -228,10 +232,10 @@ class DETRDistiller(BaseModel):
             losses.update(self._logits_kd(teacher, student, targets, group_stages(num_t, num_s)))
         if self.feature_cfg.enable:
             losses.update(self._feature_kd(teacher, student, gts, metas))
-        if self.query_cfg.enable:
-            # Official-style step: a second student pass (backbone, neck, encoder) serves the teacher group.
-            carrier = forward_taps(self.student, inputs, data_samples) if self.query_cfg.encoder_twice else student
-            losses.update(self._query_prior(teacher, carrier, targets, metas, assignment_stage(num_t, num_s)))
+        if self.query_cfg.enable:  # official-style step: a second student pass serves the teacher group
+            twice = self.query_cfg.encoder_twice
+            carrier = forward_taps(self.student, inputs, data_samples, group) if twice else student
+            losses.update(self._query_prior(carrier.extras["group"], targets, metas, assignment_stage(num_t, num_s)))
         return losses
 
     def _teacher_forward(self, inputs: torch.Tensor, data_samples: list) -> Taps:
@@ -305,8 +309,8 @@ class DETRDistiller(BaseModel):
             evidence.append(query_evidence(hidden[b, query], quality))
         return quality_masks(torch.stack(evidence), t_maps, self.feature_cfg.min_mask)
 
-    def _query_prior(self, teacher: Taps, student: Taps, targets: dict, metas: list[dict],
-                     stage_of: list[int]) -> dict:
+    def _query_group(self, teacher: Taps) -> dict[str, torch.Tensor]:
+        """The teacher's detached decoder queries, projected to the student's width where they differ."""
         group = {}
         for key in QUERY_KEYS:
             value = teacher.decoder_inputs.get(key)
@@ -316,7 +320,11 @@ class DETRDistiller(BaseModel):
             if self.query_proj is not None and value.shape[-1] == self.teacher.embed_dims:
                 value = self.query_proj(value)
             group[key] = value
-        cls_scores, bbox_preds = decode_query_group(self.student, student, group)
+        return group
+
+    def _query_prior(self, decoded: tuple[torch.Tensor, torch.Tensor], targets: dict, metas: list[dict],
+                     stage_of: list[int]) -> dict:
+        cls_scores, bbox_preds = decoded
         out = {}
         for s_stage, t_stage in enumerate(stage_of):
             terms = loss_under_assignment(self.student.bbox_head, cls_scores[s_stage], bbox_preds[s_stage],

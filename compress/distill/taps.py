@@ -81,8 +81,13 @@ def head_forward(model, head_inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return cls_scores, bbox_preds
 
 
-def forward_taps(model, inputs: torch.Tensor, data_samples: list) -> Taps:
-    """The detector's transformer forward, keeping every intermediate (grad follows the caller's mode)."""
+def forward_taps(model, inputs: torch.Tensor, data_samples: list, group: dict | None = None) -> Taps:
+    """The detector's transformer forward, keeping every intermediate (grad follows the caller's mode).
+
+    ``group`` (``QUERY_KEYS`` -> tensors, e.g. the teacher's queries for query-prior distillation) is decoded
+    on the same encoder output; its (cls_scores, bbox_preds) land in ``extras["group"]``. DINO decodes it in
+    the same decoder call as its own queries (``decode_with_group``); other families in a second call.
+    """
     feats = model.extract_feat(inputs)
     encoder_inputs, decoder_inputs = model.pre_transformer(feats, data_samples)
     encoder_outputs = model.forward_encoder(**encoder_inputs)
@@ -91,12 +96,45 @@ def forward_taps(model, inputs: torch.Tensor, data_samples: list) -> Taps:
     else:
         query_inputs, head_inputs = model.pre_decoder(**encoder_outputs)
     decoder_inputs.update(query_inputs)
-    head_inputs.update(model.forward_decoder(**decoder_inputs))
-    cls_scores, bbox_preds = head_forward(model, head_inputs)
+    extras = {}
+    if group is not None and isinstance(model, DINO):
+        decoded, (cls_scores, bbox_preds), extras["group"] = decode_with_group(model, decoder_inputs, group)
+        head_inputs.update(decoded)
+    else:
+        head_inputs.update(model.forward_decoder(**decoder_inputs))
+        cls_scores, bbox_preds = head_forward(model, head_inputs)
+        if group is not None:
+            extras["group"] = decode_query_group(model, decoder_inputs, group)
     dn_meta = head_inputs.get("dn_meta")
     num_dn = int(dn_meta["num_denoising_queries"]) if dn_meta else 0
     return Taps(feats=tuple(feats), memory=encoder_outputs["memory"], decoder_inputs=decoder_inputs,
-                head_inputs=head_inputs, cls_scores=cls_scores, bbox_preds=bbox_preds, num_dn=num_dn)
+                head_inputs=head_inputs, cls_scores=cls_scores, bbox_preds=bbox_preds, num_dn=num_dn,
+                extras=extras)
+
+
+def decode_with_group(model, decoder_inputs: dict, group: dict) -> tuple[dict, tuple, tuple]:
+    """One DINO decoder call for the model's own queries and ``group`` side by side.
+
+    A block-diagonal self-attention mask keeps the two apart (cross-attention and box refinement are per
+    query), so each side gets exactly what a decoder call of its own would give, for one call's op overhead.
+    Returns the own queries' decoder outputs, their (cls_scores, bbox_preds) and the group's.
+    """
+    num_own = decoder_inputs["query"].shape[1]
+    merged = dict(decoder_inputs)
+    for key in ("query", "reference_points"):
+        merged[key] = torch.cat([decoder_inputs[key], group[key].to(decoder_inputs[key].dtype)], dim=1)
+    total = merged["query"].shape[1]
+    mask = torch.ones(total, total, dtype=torch.bool, device=merged["query"].device)  # True: may not attend
+    mask[num_own:, num_own:] = False
+    own_mask = decoder_inputs.get("dn_mask")
+    mask[:num_own, :num_own] = own_mask if own_mask is not None else False
+    merged["dn_mask"] = mask
+    decoded = model.forward_decoder(**merged)
+    cls_scores, bbox_preds = head_forward(model, decoded)
+    own = {"hidden_states": decoded["hidden_states"][:, :, :num_own],
+           "references": [r[:, :num_own] for r in decoded["references"]]}
+    return (own, (cls_scores[:, :, :num_own], bbox_preds[:, :, :num_own]),
+            (cls_scores[:, :, num_own:], bbox_preds[:, :, num_own:]))
 
 
 def detection_loss(model, taps: Taps, batch_gt_instances: list, batch_img_metas: list[dict]) -> dict:
@@ -111,13 +149,10 @@ def detection_loss(model, taps: Taps, batch_gt_instances: list, batch_img_metas:
     return head.loss_by_feat(*args)
 
 
-def decode_query_group(model, taps: Taps, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode an extra query group on ``taps``' encoder output; returns its (cls_scores, bbox_preds).
-
-    ``group`` maps ``QUERY_KEYS`` to tensors; a separate decoder call keeps the group independent of the
-    model's own queries without mask plumbing, and the encoder is not run again.
-    """
-    decoder_inputs = dict(taps.decoder_inputs)
+def decode_query_group(model, decoder_inputs: dict, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode an extra query group in a decoder call of its own, on the encoder output that
+    ``decoder_inputs`` carries; returns its (cls_scores, bbox_preds). The encoder is not run again."""
+    decoder_inputs = dict(decoder_inputs)
     decoder_inputs.update({k: v for k, v in group.items() if k in decoder_inputs})
     if "dn_mask" in decoder_inputs:
         decoder_inputs["dn_mask"] = None
