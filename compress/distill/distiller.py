@@ -54,12 +54,11 @@ def _section(cls, value: dict | None, name: str):
         raise ConfigError(f"model.{name}: {exc}") from None
 
 
-AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+# None / 'float32': no autocast
+AUTOCAST_DTYPES = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _autocast_dtype(name: str | None) -> torch.dtype | None:
-    if name in (None, "float32"):
-        return None
     if name not in AUTOCAST_DTYPES:
         raise ConfigError(f"model.teacher.autocast={name!r} is not supported; use None, 'bfloat16' or 'float16'")
     return AUTOCAST_DTYPES[name]
