@@ -54,3 +54,19 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
 def test_bench_kd_refuses_unknown_entries(tmp_path):
     res = run_cli("bench-kd", "--entries", "fgd", "--out", str(tmp_path))
     assert res.returncode == 2 and "unknown bench-kd entries ['fgd']" in res.stderr
+
+
+def test_peers_keep_their_own_weight_while_detrdistill_takes_the_configs(tmp_path):
+    """A distill config tuned to feature_kd.weight=5 scales DETRDistill's masked loss, not FitNet's or MGD's."""
+    from mmengine.config import Config
+
+    from compress.bench.kd_matrix import ENTRIES, PEER_WEIGHT, derived_config
+
+    base = tmp_path / "distill.py"
+    base.write_text("model = dict(feature_kd=dict(enable=True, weight=5.0, method='detrdistill'))\n")
+    weights = {}
+    for name in ("feature_only", "fitnet", "mgd"):
+        cfg = Config.fromfile(str(derived_config(tmp_path / f"{name}.py", str(base), ENTRIES[name], 4, 2, 0)))
+        weights[name] = (cfg.model.feature_kd.weight, cfg.model.feature_kd.method)
+    assert weights == {"feature_only": (5.0, "detrdistill"), "fitnet": (PEER_WEIGHT, "fitnet"),
+                       "mgd": (PEER_WEIGHT, "mgd")}

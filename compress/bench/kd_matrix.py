@@ -22,6 +22,9 @@ import numpy as np
 
 from compress.report import read_scalars, val_points
 
+# The peers keep their own loss weight: the distill config's feature_kd.weight is tuned for DETRDistill's
+# masked loss (psi^2 makes it ~20x smaller than an unmasked MSE) and would mis-scale FitNet and MGD.
+PEER_WEIGHT = 1.0
 # Switches of each entry on top of the distill config; None = the student config trained alone.
 ENTRIES: dict[str, dict | None] = {
     "baseline": None,
@@ -29,8 +32,10 @@ ENTRIES: dict[str, dict | None] = {
     "logits_only": {"feature_kd": {"enable": False}, "query_prior": {"enable": False}},
     "feature_only": {"logits_kd": {"enable": False}, "query_prior": {"enable": False}},
     "query_prior_only": {"logits_kd": {"enable": False}, "feature_kd": {"enable": False}},
-    "fitnet": {"logits_kd": {"enable": False}, "query_prior": {"enable": False}, "feature_kd": {"method": "fitnet"}},
-    "mgd": {"logits_kd": {"enable": False}, "query_prior": {"enable": False}, "feature_kd": {"method": "mgd"}},
+    "fitnet": {"logits_kd": {"enable": False}, "query_prior": {"enable": False},
+               "feature_kd": {"method": "fitnet", "weight": PEER_WEIGHT}},
+    "mgd": {"logits_kd": {"enable": False}, "query_prior": {"enable": False},
+            "feature_kd": {"method": "mgd", "weight": PEER_WEIGHT}},
 }
 KD_OFF = {"logits_kd": {"enable": False}, "feature_kd": {"enable": False}, "query_prior": {"enable": False}}
 # The distiller with every loss off runs exactly the student step plus the teacher's no-grad forward: the
