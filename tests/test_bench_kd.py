@@ -45,6 +45,7 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     shutil.rmtree(out / "timing")
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "ETA 0 min" not in second.stdout  # reused entries took no time: no ETA until one trains
     assert "--resume" not in (out / "baseline/seed0/bench.log").read_text()
     assert "Load checkpoint from" in (entry / "bench.log").read_text() or "resum" in (entry / "bench.log").read_text()
     again = json.loads((out / "bench_kd.json").read_text())

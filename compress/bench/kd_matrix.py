@@ -107,7 +107,7 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
     chosen = entries or list(ENTRIES)
     results: dict[str, list[dict]] = {name: [] for name in chosen}
     total = len(chosen) * len(seeds)
-    done, started = 0, time.time()
+    done, trained, training_s = 0, 0, 0.0  # the ETA counts trained entries only: a reused one takes no time
     for seed in seeds:
         for name in chosen:
             overrides = ENTRIES[name]
@@ -116,11 +116,14 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
             base = distill_config
             work = root / name / f"seed{seed}"
             cfg = derived_config(root / "configs" / f"{name}_seed{seed}.py", base, overrides, iters, val_interval, seed)
-            eta = (time.time() - started) / max(done, 1) * (total - done) if done else None
+            eta = training_s / trained * (total - done) if trained else None
             print(f"[bench-kd] {done + 1}/{total} {name} seed {seed}"
                   + (f" (ETA {eta / 60:.0f} min)" if eta else ""), flush=True)
-            results[name].append(run_entry(command, cfg, work, env, iters, val_interval))
+            result = run_entry(command, cfg, work, env, iters, val_interval)
+            results[name].append(result)
             done += 1
+            if not result["reused"]:
+                trained, training_s = trained + 1, training_s + result["wall_s"]
     timing = {}
     for label, overrides in TIMING.items():
         command = "train-teacher" if overrides is None else "distill"
