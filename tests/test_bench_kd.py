@@ -71,3 +71,24 @@ def test_peers_keep_their_own_weight_while_detrdistill_takes_the_configs(tmp_pat
         weights[name] = (cfg.model.feature_kd.weight, cfg.model.feature_kd.method)
     assert weights == {"feature_only": (5.0, "detrdistill"), "fitnet": (PEER_WEIGHT, "fitnet"),
                        "mgd": (PEER_WEIGHT, "mgd")}
+
+
+def test_profile_tool_splits_the_step(tiny_pair):
+    """tools/profile_kd_step.py: every variant timed, and the full step's sections nest inside its forward."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.run_helpers import REPO, subprocess_env
+
+    config = write_distill_config(tiny_pair, "profile", iters=2, val_interval=2, ckpt_interval=2)
+    res = subprocess.run([sys.executable, "tools/profile_kd_step.py", "--config", str(config), "--batches", "1",
+                          "--rounds", "1"], capture_output=True, text=True, timeout=600, cwd=REPO,
+                         env=subprocess_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = dict(re.findall(r"^\| ([^|]+?) \| ([0-9.]+) \|", res.stdout, flags=re.M))
+    assert {"KD off (student + teacher forward)", "logits KD only", "feature KD only", "query prior only",
+            "DETRDistill (all three)"} <= set(rows)
+    sections = ["teacher_forward", "teacher_targets", "logits_kd", "feature_kd", "query_prior"]
+    assert all(float(rows[s]) > 0 for s in [*sections, "backward"])
+    assert sum(float(rows[s]) for s in sections) < float(rows["forward + losses"])
