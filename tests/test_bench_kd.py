@@ -92,3 +92,17 @@ def test_profile_tool_splits_the_step(tiny_pair):
     sections = ["teacher_forward", "teacher_targets", "logits_kd", "feature_kd", "query_prior"]
     assert all(float(rows[s]) > 0 for s in [*sections, "backward"])
     assert sum(float(rows[s]) for s in sections) < float(rows["forward + losses"])
+
+
+def test_gain_is_taken_from_unrounded_means():
+    """Three seeds whose mean AP is 3.6333: the baseline's gain is exactly 0 (no "-0.0"), the others' gain
+    is the difference of unrounded means."""
+    from compress.bench.kd_matrix import METRICS, summarize
+
+    def run(ap):
+        return {"metrics": dict.fromkeys(METRICS, ap), "peak_rss_mb": 100.0, "curve": []}
+
+    report = summarize({"baseline": [run(3.8), run(2.5), run(4.6)], "detrdistill": [run(6.1), run(4.9), run(5.0)]},
+                       {}, [0, 1, 2], 10)
+    assert str(report["rows"]["baseline"]["gain_ap"]) == "0.0"
+    assert report["rows"]["detrdistill"]["gain_ap"] == 1.7 and report["rows"]["detrdistill"]["mean"]["AP"] == 5.33

@@ -152,7 +152,7 @@ def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: l
                "seeds": len(runs), "peak_rss_mb": round(float(np.mean([r["peak_rss_mb"] for r in runs])), 1),
                "curves": [r["curve"] for r in runs]}
         if base_ap is not None:
-            row["gain_ap"] = round(row["mean"]["AP"] - base_ap, 2)
+            row["gain_ap"] = round(float(np.mean(aps["AP"])) - base_ap, 2) + 0.0  # + 0.0: no "-0.0"
             row["peak_rss_vs_baseline"] = round(row["peak_rss_mb"] / base_rss, 2)
         rows[name] = row
     student_step = timing.get("student alone")
