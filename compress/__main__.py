@@ -120,7 +120,22 @@ def exit_code(action: Callable[[], object]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return exit_code(lambda: run_command(args))
+    try:
+        return exit_code(lambda: run_command(args))
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Under torchrun, tear the process group down before exit: a rank that returns early (only rank 0 writes
+    the results) otherwise exits with gloo's threads alive and can abort ("terminate called without an
+    active exception", SIGABRT), failing the whole launch."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def run_command(args: argparse.Namespace) -> None:
