@@ -22,13 +22,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-OFF = {"enable": False}
+from compress.bench.kd_matrix import ENTRIES, KD_OFF  # noqa: E402  (the switches bench-kd trains with)
+
 VARIANTS = {
-    "KD off (student + teacher forward)": {"logits_kd": OFF, "feature_kd": OFF, "query_prior": OFF},
-    "logits KD only": {"feature_kd": OFF, "query_prior": OFF},
-    "feature KD only": {"logits_kd": OFF, "query_prior": OFF},
-    "query prior only": {"logits_kd": OFF, "feature_kd": OFF},
-    "DETRDistill (all three)": {},
+    "KD off (student + teacher forward)": KD_OFF,
+    "logits KD only": ENTRIES["logits_only"],
+    "feature KD only": ENTRIES["feature_only"],
+    "query prior only": ENTRIES["query_prior_only"],
+    "DETRDistill (all three)": ENTRIES["detrdistill"],
 }
 SECTIONS = ("_teacher_forward", "_teacher_targets", "_logits_kd", "_feature_kd", "_query_prior")
 
