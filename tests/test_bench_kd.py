@@ -87,8 +87,10 @@ def test_profile_tool_splits_the_step(tiny_pair):
                          env=subprocess_env())
     assert res.returncode == 0, res.stderr[-3000:]
     rows = dict(re.findall(r"^\| ([^|]+?) \| ([0-9.]+) \|", res.stdout, flags=re.M))
-    assert {"KD off (student + teacher forward)", "logits KD only", "feature KD only", "query prior only",
-            "DETRDistill (all three)"} <= set(rows)
+    assert {"KD off (student + teacher forward)", "student alone", "logits KD only", "feature KD only",
+            "query prior only", "DETRDistill (all three)", "DETRDistill, teacher bf16 autocast",
+            "official style (encoder twice)"} <= set(rows)
+    assert "device: cpu" in res.stdout and float(rows["KD off (student + teacher forward)"]) > 0
     sections = ["teacher_forward", "teacher_targets", "logits_kd", "feature_kd", "query_prior"]
     assert all(float(rows[s]) > 0 for s in [*sections, "backward"])
     assert sum(float(rows[s]) for s in sections) < float(rows["forward + losses"])

@@ -44,3 +44,34 @@ def test_bad_autocast_value_is_one_line(tmp_path):
         build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable"), teacher_autocast="int8")
     text = str(err.value)
     assert "\n" not in text and "model.teacher.autocast='int8'" in text and "'bfloat16'" in text
+
+
+def test_bf16_teacher_keeps_deformable_attention_in_float32(tmp_path):
+    """mmcv's CUDA deformable attention has no bf16 kernel: under the teacher's autocast the op runs in float32
+    (as in the official code), everything around it in bf16; the student's modules are untouched."""
+    from mmcv.ops import MultiScaleDeformableAttention
+
+    distiller = build_distiller(tmp_path, tiny_model("dino"), tiny_model("dino", width=4),
+                                teacher_autocast="bfloat16")
+    attention = [m for m in distiller.teacher.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    assert attention and all(type(m).__name__ == "Float32DeformableAttention" for m in attention)
+    assert all(type(m) is MultiScaleDeformableAttention
+               for m in distiller.student.modules() if isinstance(m, MultiScaleDeformableAttention))
+    seen = {}
+    attention[0].register_forward_hook(lambda m, a, out: seen.update(attn=out.dtype))  # None: output kept
+    ffn = next(m for m in distiller.teacher.modules() if type(m).__name__ == "FFN")
+    linear = next(m for m in ffn.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda m, a, out: seen.update(ffn=out.dtype))
+    data = distiller.data_preprocessor(make_batch(2, 96), True)
+    distiller._teacher_forward(data["inputs"], data["data_samples"])
+    assert seen == {"attn": torch.float32, "ffn": torch.bfloat16}
+
+
+def test_moving_the_distiller_moves_the_teachers_preprocessor(tmp_path):
+    """The teacher is outside the module tree; ``.to(device)`` must still retarget its data preprocessor, or
+    evaluating the teacher on a GPU feeds CPU images against CUDA mean / std (seen on an H100)."""
+    distiller = build_distiller(tmp_path, tiny_model("dino"), tiny_model("dino", width=4))
+    distiller.to(torch.device("meta"))
+    assert distiller.teacher.data_preprocessor._device == torch.device("meta")
+    assert distiller.data_preprocessor._device == torch.device("meta")
+    assert next(distiller.teacher.parameters()).device.type == "meta"

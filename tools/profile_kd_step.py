@@ -5,7 +5,9 @@ the step costs what) without a profiler's overhead: the distiller with every los
 all of them are stepped in interleaved rounds on the same batches (so machine drift hits all alike), and the
 full step's sections are wall-timed around the distiller's own methods.
 
-    python tools/profile_kd_step.py --config configs/distill/detrdistill_dino_synthetic.py
+    python tools/profile_kd_step.py --config configs/distill/detrdistill_dino_synthetic.py [--device cuda]
+
+On a GPU every timed region ends in ``torch.cuda.synchronize()``, so kernels are counted where they run.
 """
 
 from __future__ import annotations
@@ -22,25 +24,34 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compress.bench.kd_matrix import ENTRIES, KD_OFF  # noqa: E402  (the switches bench-kd trains with)
+from compress.bench.kd_matrix import ENTRIES, KD_OFF, TIMING  # noqa: E402  (the switches bench-kd uses)
 
+FULL = "DETRDistill (all three)"
+# The first is the reference of the ratios; None = the student config alone (no distiller).
 VARIANTS = {
     "KD off (student + teacher forward)": KD_OFF,
+    "student alone": TIMING["student alone"],
     "logits KD only": ENTRIES["logits_only"],
     "feature KD only": ENTRIES["feature_only"],
     "query prior only": ENTRIES["query_prior_only"],
-    "DETRDistill (all three)": ENTRIES["detrdistill"],
+    FULL: ENTRIES["detrdistill"],
+    "DETRDistill, teacher bf16 autocast": TIMING["DETRDistill, teacher bf16 autocast"],
+    "official style (encoder twice)": TIMING["official style (encoder twice)"],
 }
 SECTIONS = ("_teacher_forward", "_teacher_targets", "_logits_kd", "_feature_kd", "_query_prior")
 
 
-def build(model_cfg: dict, switches: dict):
+def build(model_cfg: dict, switches: dict | None, device: str):
     from mmdet.registry import MODELS
+    from mmengine.config import Config
 
-    cfg = copy.deepcopy(model_cfg)
-    for key, value in switches.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
-    model = MODELS.build(cfg)
+    if switches is None:  # the student alone, as bench-kd's baseline trains it
+        cfg = Config.fromfile(model_cfg["student"]["config"]).model.to_dict()
+    else:
+        cfg = copy.deepcopy(model_cfg)
+        for key, value in switches.items():
+            cfg[key] = {**cfg.get(key, {}), **value}
+    model = MODELS.build(cfg).to(device)
     model.init_weights()
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -53,27 +64,34 @@ def time_sections(model, sections: dict[str, list[float]]) -> None:
         method = getattr(model, name)
 
         def timed(*args, _method=method, _name=name, **kwargs):
-            start = time.perf_counter()
+            start = clock()
             result = _method(*args, **kwargs)
-            sections[_name].append(time.perf_counter() - start)
+            sections[_name].append(clock() - start)
             return result
 
         setattr(model, name, timed)
 
 
+def clock() -> float:
+    """Wall time once queued GPU work has finished (a plain timer would count kernel launches only)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def step(model, optimizer, batch, sections: dict[str, list[float]] | None = None) -> float:
     data = model.data_preprocessor(batch, True)
-    start = time.perf_counter()
+    start = clock()
     losses = model(**data, mode="loss")
-    forward = time.perf_counter()
+    forward = clock()
     optimizer.zero_grad()
-    sum(losses.values()).backward()
-    backward = time.perf_counter()
+    sum(v for k, v in losses.items() if "loss" in k).backward()
+    backward = clock()
     optimizer.step()
     if sections is not None:
         sections["forward + losses"].append(forward - start)
         sections["backward"].append(backward - forward)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def main() -> None:
@@ -81,7 +99,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/distill/detrdistill_dino_synthetic.py")
     parser.add_argument("--batches", type=int, default=4, help="training batches per round")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all variants")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        metavar="NAME", help=f"a subset of {list(VARIANTS)} (the first is always timed)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    chosen = {name: VARIANTS[name] for name in VARIANTS if name in {*args.variants, *list(VARIANTS)[:1], FULL}}
 
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
@@ -94,24 +116,31 @@ def main() -> None:
     torch.manual_seed(0)
     loader = iter(Runner.build_dataloader(cfg.train_dataloader))
     batches = [next(loader) for _ in range(args.batches + 1)]
-    models = {name: build(cfg.model.to_dict(), switches) for name, switches in VARIANTS.items()}
-    full = list(VARIANTS)[-1]
+    models = {name: build(cfg.model.to_dict(), switches, args.device) for name, switches in chosen.items()}
     sections: dict[str, list[float]] = defaultdict(list)
     for model, optimizer in models.values():
-        step(model, optimizer, batches[0])  # warm-up: allocator, lazy init
-    time_sections(models[full][0], sections)
+        step(model, optimizer, batches[0])  # warm-up: allocator, lazy init, cuDNN autotuning
     times: dict[str, list[float]] = defaultdict(list)
     for _ in range(args.rounds):
         for name, (model, optimizer) in models.items():
             for batch in batches[1:]:
-                times[name].append(step(model, optimizer, batch, sections if name == full else None))
+                times[name].append(step(model, optimizer, batch))
+    # The sections in a pass of their own: on a GPU their synchronisations would slow the timed steps.
+    model, optimizer = models[FULL]
+    time_sections(model, sections)
+    for batch in batches[1:]:
+        step(model, optimizer, batch, sections)
 
-    floor = statistics.median(times[list(VARIANTS)[0]])
-    print("| step | s/step (median) | vs KD off |\n|---|---|---|")
+    floor = statistics.median(times[list(chosen)[0]])
+    student = statistics.median(times["student alone"]) if "student alone" in times else None
+    print(f"device: {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+    print("| step | s/step (median) | vs KD off | vs student alone |\n|---|---|---|---|")
     for name, values in times.items():
-        print(f"| {name} | {statistics.median(values):.3f} | {statistics.median(values) / floor:.2f} |")
-    steps = len(times[full])
-    print(f"\n| {full}: section | ms/step |\n|---|---|")
+        median = statistics.median(values)
+        vs_student = f"{median / student:.2f}" if student else "-"
+        print(f"| {name} | {median:.4f} | {median / floor:.2f} | {vs_student} |")
+    steps = len(batches) - 1
+    print(f"\n| {FULL}: section | ms/step |\n|---|---|")
     for name, values in sections.items():
         print(f"| {name.strip('_')} | {1000 * sum(values) / steps:.1f} |")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.model import BaseModel
@@ -62,6 +63,21 @@ def _autocast_dtype(name: str | None) -> torch.dtype | None:
     if name not in AUTOCAST_DTYPES:
         raise ConfigError(f"model.teacher.autocast={name!r} is not supported; use None, 'bfloat16' or 'float16'")
     return AUTOCAST_DTYPES[name]
+
+
+class Float32DeformableAttention(MultiScaleDeformableAttention):
+    """mmcv's deformable attention with autocast off and float32 inputs, for a teacher run under autocast:
+    mmcv 2.1's CUDA kernel has no bfloat16 path (NotImplementedError on a GPU), and the official Deformable
+    DETR / DINO code keeps this op in float32 under mixed precision too (``custom_fwd(cast_inputs=float32)``).
+    Swapped in as the module's class, so weights, state dict and deepcopies are untouched."""
+
+    def forward(self, *args, **kwargs):
+        def cast(value):
+            return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+        tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+        with torch.autocast(tensors[0].device.type if tensors else "cpu", enabled=False):
+            return super().forward(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
 
 
 def build_detector(spec: dict, role: str) -> nn.Module:
@@ -150,6 +166,10 @@ class DETRDistiller(BaseModel):
         teacher_model = build_detector(teacher, "teacher")
         load_detector_weights(teacher_model, teacher["checkpoint"], "teacher")
         teacher_model.requires_grad_(False).eval()
+        if self.teacher_autocast is not None:
+            for module in teacher_model.modules():
+                if type(module) is MultiScaleDeformableAttention:
+                    module.__class__ = Float32DeformableAttention
         object.__setattr__(self, "teacher", teacher_model)  # outside the module tree, see module doc
         self._check_pair()
 
@@ -204,6 +224,13 @@ class DETRDistiller(BaseModel):
         super()._apply(fn, *args, **kwargs)
         self.teacher._apply(fn, *args, **kwargs)
         return self
+
+    def _set_device(self, device: torch.device) -> None:
+        """``BaseModel.to`` / ``.cuda()`` tell every data preprocessor in the module tree its device; the
+        teacher's (used when the teacher is evaluated on its own) sits outside the tree and must be told too,
+        or its inputs stay on the CPU while its mean / std buffers moved to the GPU."""
+        super()._set_device(device)
+        self.teacher._set_device(device)
 
     # -- mmengine model interface --------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = "tensor"):
