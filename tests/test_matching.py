@@ -50,6 +50,18 @@ def test_kd_cost_hand_computed():
     assert kd_cost_matrix(logits, s_box, probs, t_box).item() == pytest.approx(expected, abs=1e-6)
 
 
+def test_batched_kd_cost_is_the_stack_of_per_image_costs():
+    """The logits KD computes a whole batch's matrices in one call: each slice equals its image's own."""
+    gen = torch.Generator().manual_seed(1)
+    logits, probs = torch.randn(3, 6, 4, generator=gen), torch.rand(3, 5, 4, generator=gen)
+    s_box = torch.rand(3, 6, 2, generator=gen).repeat(1, 1, 2) * 0.5 + 0.1
+    t_box = torch.rand(3, 5, 2, generator=gen).repeat(1, 1, 2) * 0.5 + 0.1
+    batched = kd_cost_matrix(logits, s_box, probs, t_box)
+    assert batched.shape == (3, 6, 5)
+    for b in range(3):
+        torch.testing.assert_close(batched[b], kd_cost_matrix(logits[b], s_box[b], probs[b], t_box[b]))
+
+
 def test_stage_grouping_uniform_and_deeper_student():
     assert group_stages(6, 3) == [[0, 1], [2, 3], [4, 5]]
     assert group_stages(4, 2) == [[0, 1], [2, 3]]

@@ -80,22 +80,26 @@ def logits_kd_loss(student_logits: torch.Tensor, student_boxes: torch.Tensor, te
     if cfg.mode == "split" and teacher_positive is None:
         raise ValueError("logits_kd.mode='split' needs the teacher's positive predictions")
     batch, num_student = student_logits.shape[:2]
-    cls_sum = student_logits.new_zeros(())
-    l1_sum = student_logits.new_zeros(())
-    giou_sum = student_logits.new_zeros(())
-    num_box_pairs = 0
+    # One batched cost and one host copy; scipy then matches image by image on the CPU copy.
+    costs = kd_cost_matrix(student_logits, student_boxes, teacher_probs, teacher_boxes,
+                           cfg.cls_weight, cfg.l1_weight, cfg.giou_weight).cpu()
+    images, rows, cols, has_box = [], [], [], []
     for b in range(batch):
-        cost = kd_cost_matrix(student_logits[b], student_boxes[b], teacher_probs[b], teacher_boxes[b],
-                              cfg.cls_weight, cfg.l1_weight, cfg.giou_weight)
-        positive = teacher_positive[b] if cfg.mode == "split" else None
-        rows, cols, has_box = match_pairs(cost, positive)
-        cls_sum = cls_sum + F.binary_cross_entropy_with_logits(
-            student_logits[b, rows], teacher_probs[b, cols], reduction="sum")
-        s_box, t_box = student_boxes[b, rows[has_box]], teacher_boxes[b, cols[has_box]]
-        l1_sum = l1_sum + (s_box - t_box).abs().sum()
-        giou_sum = giou_sum + (1 - giou(cxcywh_to_xyxy(s_box), cxcywh_to_xyxy(t_box))).sum()
-        num_box_pairs += int(has_box.sum())
-    pairs = max(num_box_pairs, 1)
+        positive = teacher_positive[b].cpu() if cfg.mode == "split" else None
+        r, c, h = match_pairs(costs[b], positive)
+        images.append(torch.full_like(r, b))
+        rows.append(r)
+        cols.append(c)
+        has_box.append(h)
+    device = student_logits.device
+    images, rows, cols, has_box = (torch.cat(t).to(device) for t in (images, rows, cols, has_box))
+    cls_sum = F.binary_cross_entropy_with_logits(student_logits[images, rows], teacher_probs[images, cols],
+                                                 reduction="sum")
+    boxed_images, boxed_rows, boxed_cols = images[has_box], rows[has_box], cols[has_box]
+    s_box, t_box = student_boxes[boxed_images, boxed_rows], teacher_boxes[boxed_images, boxed_cols]
+    l1_sum = (s_box - t_box).abs().sum()
+    giou_sum = (1 - giou(cxcywh_to_xyxy(s_box), cxcywh_to_xyxy(t_box))).sum()
+    pairs = max(len(boxed_rows), 1)
     return {"cls": cfg.cls_weight * cls_sum / (batch * num_student),
             "l1": cfg.l1_weight * l1_sum / pairs,
             "giou": cfg.giou_weight * giou_sum / pairs}
