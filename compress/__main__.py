@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--iters", type=int, default=None, help="default 600 (quick: 300)")
     k.add_argument("--val-interval", type=int, default=None, help="default iters / 3 (quick: iters / 2)")
     k.add_argument("--timing-iters", type=int, default=None, help="iterations per timing run (default 50)")
+    k.add_argument("--timing-rounds", type=int, default=None,
+                   help="interleaved timing rounds, median per entry (default 3; quick: 2)")
     k.add_argument("--entries", nargs="+", default=None, help="a subset of the entries (default all)")
     k.add_argument("--out", default="work_dirs/bench_kd")
     return parser
@@ -201,7 +203,8 @@ def run_command(args: argparse.Namespace) -> None:
         report = run_bench_kd(args.config, args.student_config, args.out,
                               args.seeds or ([0] if args.quick else [0, 1, 2]), iters,
                               args.val_interval or iters // (2 if args.quick else 3),
-                              args.timing_iters or (30 if args.quick else 50), args.entries)
+                              args.timing_iters or (30 if args.quick else 50), args.entries,
+                              args.timing_rounds or (2 if args.quick else 3))
         print(report["table"])
         print(f"wrote {args.out}/bench_kd.json, .md, .png")
     elif args.command == "evaluate":

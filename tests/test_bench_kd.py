@@ -13,8 +13,8 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     config = write_distill_config(tiny_pair, "benchkd", iters=2, val_interval=2, ckpt_interval=2)
     out = tmp_path / "bench"
     args = ("bench-kd", "--config", str(config), "--student-config", str(tiny_pair["student"]), "--seeds", "0",
-            "--iters", "2", "--val-interval", "2", "--timing-iters", "2", "--entries", "baseline", "detrdistill",
-            "mgd", "--out", str(out))
+            "--iters", "2", "--val-interval", "2", "--timing-iters", "2", "--timing-rounds", "2", "--entries",
+            "baseline", "detrdistill", "mgd", "--out", str(out))
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads((out / "bench_kd.json").read_text())
@@ -26,14 +26,16 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     assert set(report["step_time_s"]) == {"student alone", "student + teacher forward (KD off)",
                                           "DETRDistill (one encoder pass)", "DETRDistill, teacher bf16 autocast",
                                           "official style (encoder twice)"}
-    assert (out / "timing/student_teacher_forward_kd_off").is_dir()
+    assert (out / "timing/student_teacher_forward_kd_off/round1").is_dir()
+    for label, each in report["step_time_rounds_s"].items():  # two interleaved rounds, the median reported
+        assert len(each) == 2 and report["step_time_s"][label] == sum(each) / 2
     assert "'autocast': 'bfloat16'" in (out / "configs/timing_detrdistill_teacher_bf16_autocast.py").read_text()
     assert report["step_time_vs_student"]["student alone"] == 1.0
     assert {t["target"] for t in report["targets"]} >= {"DETRDistill >= +2.5 AP over the student alone",
                                                         "DETRDistill beats mgd",
                                                         "DETRDistill step <= 1.1x (student step + teacher forward)"}
     table = (out / "bench_kd.md").read_text()
-    assert "| detrdistill |" in table and "official style" in table
+    assert "| detrdistill |" in table and "official style" in table and "median over rounds" in table
     assert (out / "bench_kd.png").stat().st_size > 5000
     config_text = (out / "configs/mgd_seed0.py").read_text()
     assert "'method': 'mgd'" in config_text and "randomness = dict(seed=0)" in config_text

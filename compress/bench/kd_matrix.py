@@ -5,7 +5,8 @@ Every entry is a real training run (a subprocess of ``python -m compress``) in `
 built from a small derived config so that only the compared switch differs. A finished entry (its
 metrics.json) is reused; a killed one resumes from its last checkpoint. Step times come from a separate
 timing phase that runs the student alone, the DETRDistill step and the official-style step one after the
-other for a few iterations, so their ratios are measured side by side.
+other for a few iterations, in interleaved rounds (each entry's median over the rounds): a 2-core machine
+drifts by tens of percent over minutes, and a single pass would read that drift as a method's cost.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def run_entry(command: str, config: Path, work_dir: Path, env: dict, iters: int,
 
 
 def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list[int], iters: int,
-                 val_interval: int, timing_iters: int, entries: list[str] | None = None) -> dict:
+                 val_interval: int, timing_iters: int, entries: list[str] | None = None,
+                 timing_rounds: int = 3) -> dict:
     from mmengine.config import Config
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -124,16 +126,20 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
             done += 1
             if not result["reused"]:
                 trained, training_s = trained + 1, training_s + result["wall_s"]
-    timing = {}
-    for label, overrides in TIMING.items():
-        command = "train-teacher" if overrides is None else "distill"
-        overrides, base = (student_alone if overrides is None else overrides), distill_config
-        work = root / "timing" / re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
-        cfg = derived_config(root / "configs" / f"timing_{work.name}.py", base, overrides, timing_iters,
-                             timing_iters + 1, 0)
-        print(f"[bench-kd] timing: {label}, {timing_iters} iterations", flush=True)
-        timing[label] = run_entry(command, cfg, work, env, timing_iters, timing_iters + 1)["s_per_step"]
+    rounds: dict[str, list[float]] = {label: [] for label in TIMING}
+    for k in range(timing_rounds):
+        for label, overrides in TIMING.items():
+            command = "train-teacher" if overrides is None else "distill"
+            overrides, base = (student_alone if overrides is None else overrides), distill_config
+            name = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+            cfg = derived_config(root / "configs" / f"timing_{name}.py", base, overrides, timing_iters,
+                                 timing_iters + 1, 0)
+            print(f"[bench-kd] timing round {k + 1}/{timing_rounds}: {label}, {timing_iters} iterations", flush=True)
+            run = run_entry(command, cfg, root / "timing" / name / f"round{k}", env, timing_iters, timing_iters + 1)
+            rounds[label].append(run["s_per_step"])
+    timing = {label: float(np.median(values)) for label, values in rounds.items() if values}
     report = summarize(results, timing, seeds, iters)
+    report["step_time_rounds_s"] = rounds
     from compress.bench.kd_report import write_kd_reports
 
     report["table"] = write_kd_reports(report, root / "bench_kd")
