@@ -46,7 +46,8 @@ def build(model_cfg: dict, switches: dict | None, device: str):
     from mmengine.config import Config
 
     if switches is None:  # the student alone, as bench-kd's baseline trains it
-        cfg = Config.fromfile(model_cfg["student"]["config"]).model.to_dict()
+        source = model_cfg["student"]["config"]  # a config path or a model dict, as the distiller takes it
+        cfg = Config.fromfile(source).model.to_dict() if isinstance(source, str) else copy.deepcopy(source)
     else:
         cfg = copy.deepcopy(model_cfg)
         for key, value in switches.items():
