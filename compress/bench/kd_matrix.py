@@ -105,6 +105,11 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     student_alone = {"_delete_": True, **Config.fromfile(student_config).model.to_dict()}
+
+    def run_spec(switches: dict | None) -> tuple[str, dict]:
+        """None (the student alone) trains the student config's model; switches run the distiller."""
+        return ("train-teacher", student_alone) if switches is None else ("distill", switches)
+
     root = Path(out)
     chosen = entries or list(ENTRIES)
     results: dict[str, list[dict]] = {name: [] for name in chosen}
@@ -112,12 +117,10 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
     done, trained, training_s = 0, 0, 0.0  # the ETA counts trained entries only: a reused one takes no time
     for seed in seeds:
         for name in chosen:
-            overrides = ENTRIES[name]
-            command = "train-teacher" if overrides is None else "distill"
-            overrides = student_alone if overrides is None else overrides
-            base = distill_config
+            command, overrides = run_spec(ENTRIES[name])
             work = root / name / f"seed{seed}"
-            cfg = derived_config(root / "configs" / f"{name}_seed{seed}.py", base, overrides, iters, val_interval, seed)
+            cfg = derived_config(root / "configs" / f"{name}_seed{seed}.py", distill_config, overrides, iters,
+                                 val_interval, seed)
             eta = training_s / trained * (total - done) if trained else None
             print(f"[bench-kd] {done + 1}/{total} {name} seed {seed}"
                   + (f" (ETA {eta / 60:.0f} min)" if eta else ""), flush=True)
@@ -126,14 +129,15 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
             done += 1
             if not result["reused"]:
                 trained, training_s = trained + 1, training_s + result["wall_s"]
+    specs = {}  # label -> (command, config, folder name): written once, run every round
+    for label, switches in TIMING.items():
+        command, overrides = run_spec(switches)
+        name = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+        specs[label] = (command, derived_config(root / "configs" / f"timing_{name}.py", distill_config, overrides,
+                                                timing_iters, timing_iters + 1, 0), name)
     rounds: dict[str, list[float]] = {label: [] for label in TIMING}
     for k in range(timing_rounds):
-        for label, overrides in TIMING.items():
-            command = "train-teacher" if overrides is None else "distill"
-            overrides, base = (student_alone if overrides is None else overrides), distill_config
-            name = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
-            cfg = derived_config(root / "configs" / f"timing_{name}.py", base, overrides, timing_iters,
-                                 timing_iters + 1, 0)
+        for label, (command, cfg, name) in specs.items():
             print(f"[bench-kd] timing round {k + 1}/{timing_rounds}: {label}, {timing_iters} iterations", flush=True)
             run = run_entry(command, cfg, root / "timing" / name / f"round{k}", env, timing_iters, timing_iters + 1)
             rounds[label].append(run["s_per_step"])
