@@ -7,9 +7,12 @@ Every anticipated failure is a ``DetrDistillError`` whose one-line message is pr
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from mmengine.config import DictAction
 
@@ -131,12 +134,20 @@ def main(argv: list[str] | None = None) -> int:
 def close_process_group() -> None:
     """Under torchrun, tear the process group down before exit: a rank that returns early (only rank 0 writes
     the results) otherwise exits with gloo's threads alive and can abort ("terminate called without an
-    active exception", SIGABRT), failing the whole launch."""
+    active exception", SIGABRT), failing the whole launch.
+
+    ``destroy_process_group`` alone is not enough: the runner's DDP wrapper sits in reference cycles and keeps
+    the group alive until a later garbage collection, possibly the interpreter's own teardown, where gloo's
+    destructor aborts (pytorch/pytorch#179291). Collecting first makes ``destroy`` drop the last reference,
+    so the group dies here, with the interpreter intact."""
     if "torch" not in sys.modules:
         return
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -213,5 +224,19 @@ def run_command(args: argparse.Namespace) -> None:
         evaluate_checkpoint(args.config, args.checkpoint, args.cfg_options)
 
 
+def exit_without_teardown(code: int) -> NoReturn:
+    """End a torchrun worker without interpreter teardown. Even with the group destroyed, objects that
+    mmengine and DDP leave behind can hold gloo state whose C++ destructors run during teardown and abort
+    the rank (SIGABRT after a finished run, seen in CI), which torchrun reports as a failed launch. Every
+    output file is closed by now; only the log handlers and the std streams need flushing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_status = main()
+    if "LOCAL_RANK" in os.environ:  # started by torchrun
+        exit_without_teardown(exit_status)
+    sys.exit(exit_status)
