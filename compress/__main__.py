@@ -114,21 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def exit_code(action: Callable[[], object]) -> int:
-    """Run ``action``; an anticipated failure becomes its one-line message on stderr and exit code 2."""
+    """Run ``action``; an anticipated failure becomes its one-line message on stderr and exit code 2.
+    A process group that ``action`` opened (torchrun) is closed whatever happens."""
     try:
         action()
     except DetrDistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        close_process_group()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return exit_code(lambda: run_command(args))
-    finally:
-        close_process_group()
+    return exit_code(lambda: run_command(args))
 
 
 def close_process_group() -> None:
@@ -224,19 +224,18 @@ def run_command(args: argparse.Namespace) -> None:
         evaluate_checkpoint(args.config, args.checkpoint, args.cfg_options)
 
 
-def exit_without_teardown(code: int) -> NoReturn:
-    """End a torchrun worker without interpreter teardown. Even with the group destroyed, objects that
-    mmengine and DDP leave behind can hold gloo state whose C++ destructors run during teardown and abort
-    the rank (SIGABRT after a finished run, seen in CI), which torchrun reports as a failed launch. Every
-    output file is closed by now; only the log handlers and the std streams need flushing."""
+def finish(status: int) -> NoReturn:
+    """Exit with ``status``; a torchrun worker leaves without interpreter teardown. Even with the group
+    destroyed, objects that mmengine and DDP leave behind can hold gloo state whose C++ destructors run
+    during teardown and abort the rank (SIGABRT after a finished run, seen in CI), which torchrun reports as
+    a failed launch. Every output file is closed by now; only the log handlers and std streams need flushing."""
+    if "LOCAL_RANK" not in os.environ:
+        sys.exit(status)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(status)
 
 
 if __name__ == "__main__":
-    exit_status = main()
-    if "LOCAL_RANK" in os.environ:  # started by torchrun
-        exit_without_teardown(exit_status)
-    sys.exit(exit_status)
+    finish(main())

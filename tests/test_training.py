@@ -70,10 +70,10 @@ def test_resume_after_kill_restores_iteration_and_optimizer(tiny_pair, tmp_path)
 def test_two_process_distributed_training_gloo(tiny_pair, tmp_path):
     config = write_distill_config(tiny_pair, "dist", iters=3, val_interval=3, ckpt_interval=3)
     work = tmp_path / "work"
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
-                          "-m", "compress", "distill", "--config", str(config), "--work-dir", str(work),
-                          "--launcher", "pytorch"], capture_output=True, text=True, timeout=600, cwd=REPO,
-                         env=subprocess_env())
+    # the documented multi-GPU / multi-node entry point: torchrun -> tools/train.py -> mmengine's launcher
+    res = subprocess.run(["bash", "tools/dist_train.sh", str(config), "2", "--work-dir", str(work)],
+                         capture_output=True, text=True, timeout=600, cwd=REPO,
+                         env={**subprocess_env(), "PYTHON": sys.executable, "PORT": "29531"})
     (tmp_path.parent / "dist_stderr.txt").write_text(res.stderr)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Distributed launcher: pytorch" in res.stdout + res.stderr or "world_size: 2" in res.stdout + res.stderr

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from compress.__main__ import exit_code  # noqa: E402
+from compress.__main__ import exit_code, finish  # noqa: E402
 
 
 def main() -> int:
@@ -36,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())
