@@ -1,6 +1,6 @@
 # Student of the embedded default, and its no-distillation baseline when trained alone: DINO at 128-d
 # (AnyWidthDINO, see compress/models/dino.py), ResNet-18 at base width 16, 1 encoder + 2 decoder layers,
-# deformable attention with 4 heads x 2 points (teacher: 8 x 4), FFN 512, 50 queries. 1000 iterations at batch 4.
+# deformable attention with 4 heads x 2 points (teacher: 8 x 4), FFN 512, 50 queries. 1500 iterations at batch 4.
 # Why this shape: on CPU the model is bound by op count and sampling locations, not FLOPs; a 128-d copy of the
 # teacher's layout ran only 1.6-1.9x faster than the teacher, this one 2.7x (eager) and 3.6x (ONNX Runtime).
 _base_ = [
@@ -24,10 +24,11 @@ model = dict(
             ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=512))),
     positional_encoding=dict(num_feats=embed_dims // 2),
     bbox_head=dict(embed_dims=embed_dims))
-max_iters = 1000
+max_iters = 1500
 train_cfg = dict(max_iters=max_iters, val_interval=500)
 param_scheduler = [
-    dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[850], gamma=0.1)
+    dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[1275], gamma=0.1)
 ]
 # The student learns faster at 2e-4 than at the teacher's 1e-4 within 1000 iterations (measured AP 6.2 vs 2.8 alone).
+# 1500 iterations: the distillation gain grows with training (3 seeds: +1.7 AP at 1000, +2.7 at 1500; README).
 optim_wrapper = dict(optimizer=dict(lr=2e-4))
