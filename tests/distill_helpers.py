@@ -10,14 +10,15 @@ from tests.conftest import make_batch, save_random_detector
 
 
 def build_distiller(tmp_path: Path, teacher_cfg: dict, student_cfg: dict, teacher_autocast: str | None = None,
-                    **sections):
+                    teacher_options: dict | None = None, **sections):
     from mmdet.registry import MODELS
 
     import compress.distill  # noqa: F401
 
     ckpt = save_random_detector(teacher_cfg, tmp_path / "teacher.pth")
     distiller = MODELS.build(dict(type="DETRDistiller", teacher=dict(config=teacher_cfg, checkpoint=str(ckpt),
-                                                                             autocast=teacher_autocast),
+                                                                             autocast=teacher_autocast,
+                                                                             **(teacher_options or {})),
                                   student=dict(config=student_cfg), **sections))
     distiller.init_weights()  # as the Runner does before training
     return distiller

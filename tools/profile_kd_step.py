@@ -36,6 +36,8 @@ VARIANTS = {
     "query prior only": ENTRIES["query_prior_only"],
     FULL: ENTRIES["detrdistill"],
     "DETRDistill, teacher bf16 autocast": TIMING["DETRDistill, teacher bf16 autocast"],
+    "DETRDistill, teacher with mmcv's grid_sample attention":
+        TIMING["DETRDistill, teacher with mmcv's grid_sample attention"],
     "official style (encoder twice)": TIMING["official style (encoder twice)"],
 }
 SECTIONS = ("_teacher_forward", "_teacher_targets", "_logits_kd", "_feature_kd", "_query_prior")

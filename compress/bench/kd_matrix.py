@@ -44,6 +44,7 @@ KD_OFF = {"logits_kd": {"enable": False}, "feature_kd": {"enable": False}, "quer
 TIMING = {"student alone": None, "student + teacher forward (KD off)": KD_OFF,
           "DETRDistill (one encoder pass)": {},
           "DETRDistill, teacher bf16 autocast": {"teacher": {"autocast": "bfloat16"}},
+          "DETRDistill, teacher with mmcv's grid_sample attention": {"teacher": {"sparse_attention": False}},
           "official style (encoder twice)": {"query_prior": {"encoder_twice": True}}}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 

@@ -12,6 +12,7 @@ it with the student.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
@@ -40,6 +41,7 @@ from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_
 from compress.distill.stage_pairing import assignment_stage, group_stages
 from compress.distill.taps import QUERY_KEYS, Taps, detection_loss, forward_taps, is_softmax_head
 from compress.errors import CheckpointError, ConfigError
+from compress.models.sparse_deformable_attention import sparse_deformable_sampling
 
 
 def _section(cls, value: dict | None, name: str):
@@ -84,7 +86,7 @@ def build_detector(spec: dict, role: str) -> nn.Module:
     """Build an mmdet detector from ``dict(config=path | model dict)``."""
     if not isinstance(spec, dict) or "config" not in spec:
         raise ConfigError(f"model.{role} must be dict(config=<detector config path or model dict>, ...)")
-    valid = {"config", "checkpoint"} | ({"autocast"} if role == "teacher" else set())
+    valid = {"config", "checkpoint"} | ({"autocast", "sparse_attention"} if role == "teacher" else set())
     unknown = sorted(set(spec) - valid)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in model.{role}; valid keys: {sorted(valid)}")
@@ -139,7 +141,10 @@ class DETRDistiller(BaseModel):
         teacher: dict(config=<path or model dict>, checkpoint=<path>, autocast=None | 'bfloat16' | 'float16');
             frozen, eval mode, no grad. ``autocast`` runs its forward under torch.autocast in that dtype
             (cheaper on hardware with bf16/fp16 units: AVX-512 BF16 / AMX CPUs, tensor-core GPUs); its
-            outputs are cast back to float32 before matching and the losses.
+            outputs are cast back to float32 before matching and the losses. ``sparse_attention`` (default
+            True): deformable attention's CPU fallback runs as one sparse matrix product in the teacher's
+            no-grad forward (same result, see ``compress/models/sparse_deformable_attention.py``); False keeps
+            mmcv's grid_sample version, for timing comparisons.
         student: dict(config=<path or model dict>, checkpoint=<optional init path>).
         logits_kd / feature_kd / query_prior: loss sections (see the dataclasses in ``losses/``); each
             has ``enable`` and ``weight``.
@@ -160,6 +165,10 @@ class DETRDistiller(BaseModel):
             load_detector_weights(self.student, self.student_checkpoint, "student")
 
         self.teacher_autocast = _autocast_dtype(teacher.get("autocast"))
+        self.teacher_sparse_attention = teacher.get("sparse_attention", True)
+        if not isinstance(self.teacher_sparse_attention, bool):
+            raise ConfigError(f"model.teacher.sparse_attention must be True or False, got "
+                              f"{self.teacher_sparse_attention!r}")
         if not teacher.get("checkpoint"):
             raise ConfigError("model.teacher.checkpoint is not set; train a teacher with `make teacher` "
                               "or point it at a trained checkpoint")
@@ -265,11 +274,12 @@ class DETRDistiller(BaseModel):
         return losses
 
     def _teacher_forward(self, inputs: torch.Tensor, data_samples: list) -> Taps:
-        if self.teacher_autocast is None:
-            with torch.no_grad():
+        sampling = sparse_deformable_sampling() if self.teacher_sparse_attention else contextlib.nullcontext()
+        with torch.no_grad(), sampling:
+            if self.teacher_autocast is None:
                 return forward_taps(self.teacher, inputs, data_samples)
-        with torch.no_grad(), torch.autocast(inputs.device.type, dtype=self.teacher_autocast):
-            return forward_taps(self.teacher, inputs, data_samples).float()
+            with torch.autocast(inputs.device.type, dtype=self.teacher_autocast):
+                return forward_taps(self.teacher, inputs, data_samples).float()
 
     # -- the three losses ----------------------------------------------------------------------------
     def _teacher_targets(self, teacher: Taps, gts: list, metas: list[dict]) -> dict[int, tuple]:
