@@ -7,9 +7,9 @@ the default teacher's forward on 2 CPU cores (profiled: grid_sample 20 %, the st
 
 Bilinear sampling and the attention weighting are both linear in the values, so the op is exactly one sparse
 (queries x keys) matrix with L*P*4 entries per row (4 bilinear corners per sampling point, weight = corner
-weight x attention weight) times the (keys x D) value matrix, read in place. Only the CPU
-fallback is replaced, only where nothing needs a gradient (sparse CSR products have no useful backward here):
-the student's training forward, exports (traced graphs) and mmcv's CUDA kernel are untouched.
+weight x attention weight) times the (keys x D) value matrix, read in place. Only the CPU fallback is replaced,
+only where nothing needs a gradient (sparse CSR products have no useful backward here): the student's training
+forward, exports (traced graphs) and mmcv's CUDA kernel are untouched.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def sparse_deformable_attention(value: torch.Tensor, spatial_shapes: torch.Tenso
 
     value (B, S, H, D), spatial_shapes (L, 2) as (h, w), sampling_locations (B, Q, H, L, P, 2) as normalised
     (x, y), attention_weights (B, Q, H, L, P) -> (B, Q, H*D). Matrix rows are (b, q, h) in that order, so the
-    product is already in the output layout; columns index the padded values as (b, key, h).
+    product is already in the output layout; columns index the values as (b, key, h), their memory
+    order, so ``value`` is used without a copy.
     """
     batch, keys, heads, dims = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
