@@ -35,10 +35,8 @@ VARIANTS = {
     "feature KD only": ENTRIES["feature_only"],
     "query prior only": ENTRIES["query_prior_only"],
     FULL: ENTRIES["detrdistill"],
-    "DETRDistill, teacher bf16 autocast": TIMING["DETRDistill, teacher bf16 autocast"],
-    "DETRDistill, teacher with mmcv's grid_sample attention":
-        TIMING["DETRDistill, teacher with mmcv's grid_sample attention"],
-    "official style (encoder twice)": TIMING["official style (encoder twice)"],
+    # bench-kd's variants of the full step, under their bench-kd labels
+    **{label: switches for label, switches in TIMING.items() if label.startswith(("DETRDistill, ", "official"))},
 }
 SECTIONS = ("_teacher_forward", "_teacher_targets", "_logits_kd", "_feature_kd", "_query_prior")
 

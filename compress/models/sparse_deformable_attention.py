@@ -46,7 +46,6 @@ def sparse_deformable_attention(value: torch.Tensor, spatial_shapes: torch.Tenso
         return torch.tensor(values, dtype=index_dtype, device=device)
 
     # every per-level constant broadcasts over the leading dim only: inner loops stay long and contiguous
-    width = per_level([w for _, w in shapes]).view(levels, 1, 1)
     size = per_level([[w, h] for h, w in shapes]).view(levels, 2, 1, 1)
     start = per_level([0] + [h * w for h, w in shapes][:-1]).cumsum(0).view(levels, 1, 1)
     xy = sampling_locations.to(index_dtype).permute(3, 5, 4, 0, 1, 2).reshape(levels, 2, points, rows)
@@ -63,7 +62,8 @@ def sparse_deformable_attention(value: torch.Tensor, spatial_shapes: torch.Tenso
     valid = (inside == corner).to(value.dtype)
     wx0, wy0 = ((1 - frac) * valid[0]).unbind(1)
     wx1, wy1 = (frac * valid[1]).unbind(1)
-    x0, y0, x1, y1 = inside[0, :, 0], inside[0, :, 1], inside[1, :, 0], inside[1, :, 1]
+    (x0, y0), (x1, y1) = inside[0].unbind(1), inside[1].unbind(1)
+    width = size[:, 0]
     top, bottom = y0 * width + start, y1 * width + start
     columns = torch.stack([top + x0, top + x1, bottom + x0, bottom + x1], 1)  # (L, 4, P, rows)
     attention = attention_weights.permute(3, 4, 0, 1, 2).reshape(levels, 1, points, rows)
