@@ -2,8 +2,8 @@
 
 mmcv runs this op's CUDA kernel on GPUs; everywhere else it falls back to ``multi_scale_deformable_attn_pytorch``:
 a ``grid_sample`` per level, then a stack of every sampled value, (B*H, D, Q, L*P) - 50 MB per encoder layer for
-the default teacher - multiplied by the attention weights and summed. That is memory traffic, and it is half of
-the default teacher's forward on 2 CPU cores (profiled: grid_sample 20 %, the stack 19 %, the product 12 %).
+the default teacher - multiplied by the attention weights and summed: memory traffic, and a large share of the
+default teacher's forward on 2 CPU cores (``tools/profile_kd_step.py`` times the step with and without this).
 
 Bilinear sampling and the attention weighting are both linear in the values, so the op is exactly one sparse
 (queries x keys) matrix with L*P*4 entries per row (4 bilinear corners per sampling point, weight = corner
