@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--val-interval", type=int, default=None, help="default iters / 3 (quick: iters / 2)")
     k.add_argument("--timing-iters", type=int, default=None, help="iterations per timing run (default 50)")
     k.add_argument("--timing-rounds", type=int, default=None,
-                   help="interleaved timing rounds, median per entry (default 3; quick: 2)")
+                   help="interleaved timing rounds, median per entry (default 3; quick: 2; 0: AP runs only, "
+                        "e.g. one entry per machine, timed together in a later run that reuses them)")
     k.add_argument("--entries", nargs="+", default=None, help="a subset of the entries (default all)")
     k.add_argument("--out", default="work_dirs/bench_kd")
     return parser
@@ -210,12 +211,14 @@ def run_command(args: argparse.Namespace) -> None:
         unknown = sorted(set(args.entries or []) - set(ENTRIES))
         if unknown:
             raise ConfigError(f"unknown bench-kd entries {unknown}; choose from {', '.join(ENTRIES)}")
+        if args.timing_rounds is not None and args.timing_rounds < 0:
+            raise ConfigError(f"--timing-rounds must be >= 0, got {args.timing_rounds}")
         iters = args.iters or (300 if args.quick else 600)
         report = run_bench_kd(args.config, args.student_config, args.out,
                               args.seeds or ([0] if args.quick else [0, 1, 2]), iters,
                               args.val_interval or iters // (2 if args.quick else 3),
                               args.timing_iters or (30 if args.quick else 50), args.entries,
-                              args.timing_rounds or (2 if args.quick else 3))
+                              (2 if args.quick else 3) if args.timing_rounds is None else args.timing_rounds)
         print(report["table"])
         print(f"wrote {args.out}/bench_kd.json, .md, .png")
     elif args.command == "evaluate":

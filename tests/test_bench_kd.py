@@ -48,18 +48,28 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     (entry / "bench_entry.json").unlink()
     (entry / "metrics.json").unlink()
     shutil.rmtree(out / "timing")
-    second = run_cli(*args)
+    second = run_cli(*args[:args.index("--timing-rounds")], "--timing-rounds", "0", *args[args.index("--entries"):])
     assert second.returncode == 0, second.stderr[-3000:]
     assert "ETA 0 min" not in second.stdout  # reused entries took no time: no ETA until one trains
     assert "--resume" not in (out / "baseline/seed0/bench.log").read_text()
     assert "Load checkpoint from" in (entry / "bench.log").read_text() or "resum" in (entry / "bench.log").read_text()
     again = json.loads((out / "bench_kd.json").read_text())
     assert again["rows"]["baseline"] == report["rows"]["baseline"]
+    # --timing-rounds 0: the AP runs only, no step timed, the timing targets left out rather than judged.
+    assert not (out / "timing").exists() and again["step_time_s"] == {} and again["step_time_rounds_s"] == {}
+    assert {t["target"] for t in again["targets"]} == {t["target"] for t in report["targets"]
+                                                       if "step" not in t["target"]}
+    assert "step times not measured" in (out / "bench_kd.md").read_text()
 
 
 def test_bench_kd_refuses_unknown_entries(tmp_path):
     res = run_cli("bench-kd", "--entries", "fgd", "--out", str(tmp_path))
     assert res.returncode == 2 and "unknown bench-kd entries ['fgd']" in res.stderr
+
+
+def test_bench_kd_refuses_negative_timing_rounds(tmp_path):
+    res = run_cli("bench-kd", "--timing-rounds", "-1", "--out", str(tmp_path))
+    assert res.returncode == 2 and "--timing-rounds must be >= 0, got -1" in res.stderr
 
 
 def test_peers_keep_their_own_weight_while_detrdistill_takes_the_configs(tmp_path):

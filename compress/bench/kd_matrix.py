@@ -131,12 +131,12 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
             if not result["reused"]:
                 trained, training_s = trained + 1, training_s + result["wall_s"]
     specs = {}  # label -> (command, config, folder name): written once, run every round
-    for label, switches in TIMING.items():
+    for label, switches in TIMING.items() if timing_rounds else ():
         command, overrides = run_spec(switches)
         name = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
         specs[label] = (command, derived_config(root / "configs" / f"timing_{name}.py", distill_config, overrides,
                                                 timing_iters, timing_iters + 1, 0), name)
-    rounds: dict[str, list[float]] = {label: [] for label in TIMING}
+    rounds: dict[str, list[float]] = {label: [] for label in specs}
     for k in range(timing_rounds):
         for label, (command, cfg, name) in specs.items():
             print(f"[bench-kd] timing round {k + 1}/{timing_rounds}: {label}, {timing_iters} iterations", flush=True)

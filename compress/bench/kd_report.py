@@ -17,8 +17,11 @@ def kd_table(report: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.get('gain_ap', '-')} | "
                      f"{row.get('peak_rss_vs_baseline', '-')} |")
     rounds = report.get("step_time_rounds_s", {})
-    lines += ["", "| training step | s/step (median over rounds) | vs student alone | each round |",
-              "|---|---|---|---|"]
+    if not report["step_time_s"]:
+        lines += ["", "(step times not measured: --timing-rounds 0)"]
+    else:
+        lines += ["", "| training step | s/step (median over rounds) | vs student alone | each round |",
+                  "|---|---|---|---|"]
     for label, seconds in report["step_time_s"].items():
         each = ", ".join(f"{v:.3f}" for v in rounds.get(label, []))
         lines.append(f"| {label} | {seconds:.4f} | {report['step_time_vs_student'].get(label, '-')} | {each} |")
