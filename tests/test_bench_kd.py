@@ -23,6 +23,9 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
         assert set(row["mean"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"} and row["seeds"] == 1
         assert row["peak_rss_mb"] > 100 and row["curves"][0][-1][0] == 2  # val point at iteration 2
     assert report["rows"]["baseline"]["gain_ap"] == 0
+    # the teacher's own evaluation (cached by `distill`) is a reference row of the same table
+    teacher = json.loads((out / "detrdistill/seed0/metrics.json").read_text())["teacher"]
+    assert report["teacher"] == {k: teacher[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
     assert set(report["step_time_s"]) == {"student alone", "student + teacher forward (KD off)",
                                           "DETRDistill (one encoder pass)", "DETRDistill, teacher bf16 autocast",
                                           "DETRDistill, teacher with mmcv's grid_sample attention",
@@ -38,6 +41,8 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
                                                         "DETRDistill beats mgd",
                                                         "DETRDistill step <= 1.1x (student step + teacher forward)"}
     table = (out / "bench_kd.md").read_text()
+    lead = round(teacher["AP"] - report["rows"]["baseline"]["mean"]["AP"], 2)
+    assert f"| teacher (reference) | {teacher['AP']} | {teacher['AP50']} |" in table and f"| {lead} | - |" in table
     assert "| detrdistill |" in table and "official style" in table and "median over rounds" in table
     assert (out / "bench_kd.png").stat().st_size > 5000
     config_text = (out / "configs/mgd_seed0.py").read_text()

@@ -115,6 +115,7 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
     chosen = entries or list(ENTRIES)
     results: dict[str, list[dict]] = {name: [] for name in chosen}
     total = len(chosen) * len(seeds)
+    distiller_runs: list[Path] = []  # their metrics.json carry the teacher's (cached) evaluation
     done, trained, training_s = 0, 0, 0.0  # the ETA counts trained entries only: a reused one takes no time
     for seed in seeds:
         for name in chosen:
@@ -127,6 +128,8 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
                   + (f" (ETA {eta / 60:.0f} min)" if eta else ""), flush=True)
             result = run_entry(command, cfg, work, env, iters, val_interval)
             results[name].append(result)
+            if command == "distill":
+                distiller_runs.append(work)
             done += 1
             if not result["reused"]:
                 trained, training_s = trained + 1, training_s + result["wall_s"]
@@ -144,11 +147,22 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
             rounds[label].append(run["s_per_step"])
     timing = {label: float(np.median(values)) for label, values in rounds.items() if values}
     report = summarize(results, timing, seeds, iters)
+    report["teacher"] = teacher_metrics(distiller_runs)
     report["step_time_rounds_s"] = rounds
     from compress.bench.kd_report import write_kd_reports
 
     report["table"] = write_kd_reports(report, root / "bench_kd")
     return report
+
+
+def teacher_metrics(distiller_runs: list[Path]) -> dict | None:
+    """The teacher's AP..APl from the first distiller run that evaluated it (``distill`` evaluates the teacher
+    once per checkpoint and caches it, so every run reports the same numbers); None without a distiller entry."""
+    for work in distiller_runs:
+        teacher = json.loads((work / "metrics.json").read_text()).get("teacher")
+        if teacher:
+            return {k: teacher[k] for k in METRICS}
+    return None
 
 
 def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: list[int], iters: int) -> dict:

@@ -12,6 +12,10 @@ def kd_table(report: dict) -> str:
     lines = [f"KD benchmark: {report['iterations']} iterations, seeds {report['seeds']} (mean +- std)", "",
              "| entry | " + " | ".join(METRICS) + " | gain AP | peak RSS vs baseline |",
              "|---|" + "---|" * (len(METRICS) + 2)]
+    teacher, base = report.get("teacher"), report["rows"].get("baseline")
+    if teacher:  # the reference every student row is distilled from; "gain" is its lead over the student alone
+        lead = round(teacher["AP"] - base["mean"]["AP"], 2) if base else "-"
+        lines.append("| teacher (reference) | " + " | ".join(str(teacher[k]) for k in METRICS) + f" | {lead} | - |")
     for name, row in report["rows"].items():
         cells = [f"{row['mean'][k]} +- {row['std'][k]}" for k in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.get('gain_ap', '-')} | "
@@ -48,6 +52,8 @@ def write_kd_reports(report: dict, out: Path) -> str:
         steps = [s for s, _ in curves[0]]
         mean = [sum(c[i][1] for c in curves if i < len(c)) / len(curves) for i in range(len(steps))]
         ax.plot(steps, mean, marker="o", label=name)
+    if report.get("teacher"):
+        ax.axhline(report["teacher"]["AP"], color="grey", linestyle="--", label="teacher")
     ax.set_xlabel("iteration")
     ax.set_ylabel("val AP (0-100), mean over seeds")
     ax.set_title("student AP during training")
