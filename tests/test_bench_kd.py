@@ -42,7 +42,7 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
                                                         "DETRDistill step <= 1.1x (student step + teacher forward)"}
     table = (out / "bench_kd.md").read_text()
     lead = round(teacher["AP"] - report["rows"]["baseline"]["mean"]["AP"], 2)
-    assert f"| teacher (reference) | {teacher['AP']} | {teacher['AP50']} |" in table and f"| {lead} | - |" in table
+    assert f"| teacher (reference) | {teacher['AP']} | {teacher['AP50']} |" in table and f"| {lead} | - | - |" in table
     assert "| detrdistill |" in table and "official style" in table and "median over rounds" in table
     assert (out / "bench_kd.png").stat().st_size > 5000
     config_text = (out / "configs/mgd_seed0.py").read_text()
@@ -128,3 +128,9 @@ def test_gain_is_taken_from_unrounded_means():
                        {}, [0, 1, 2], 10)
     assert str(report["rows"]["baseline"]["gain_ap"]) == "0.0"
     assert report["rows"]["detrdistill"]["gain_ap"] == 1.7 and report["rows"]["detrdistill"]["mean"]["AP"] == 5.33
+    # paired by seed: 6.1 - 3.8, 4.9 - 2.5, 5.0 - 4.6
+    assert report["rows"]["detrdistill"]["gain_ap_per_seed"] == [2.3, 2.4, 0.4]
+    assert str(report["rows"]["baseline"]["gain_ap_per_seed"]) == "[0.0, 0.0, 0.0]"
+    from compress.bench.kd_report import kd_table
+
+    assert "| 1.7 | +2.3, +2.4, +0.4 |" in kd_table(report)

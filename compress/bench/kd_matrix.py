@@ -178,6 +178,10 @@ def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: l
                "curves": [r["curve"] for r in runs]}
         if base_ap is not None:
             row["gain_ap"] = round(float(np.mean(aps["AP"])) - base_ap, 2) + 0.0  # + 0.0: no "-0.0"
+            # Paired by seed (same data order and seed as the baseline's run): a mean gain carried by one
+            # seed reads differently from one every seed shares, and seeds spread by several AP here.
+            row["gain_ap_per_seed"] = [round(r["metrics"]["AP"] - b["metrics"]["AP"], 2) + 0.0
+                                       for r, b in zip(runs, base)]
             row["peak_rss_vs_baseline"] = round(row["peak_rss_mb"] / base_rss, 2)
         rows[name] = row
     student_step = timing.get("student alone")

@@ -10,15 +10,16 @@ from compress.bench.kd_matrix import METRICS
 
 def kd_table(report: dict) -> str:
     lines = [f"KD benchmark: {report['iterations']} iterations, seeds {report['seeds']} (mean +- std)", "",
-             "| entry | " + " | ".join(METRICS) + " | gain AP | peak RSS vs baseline |",
-             "|---|" + "---|" * (len(METRICS) + 2)]
+             "| entry | " + " | ".join(METRICS) + " | gain AP | gain per seed | peak RSS vs baseline |",
+             "|---|" + "---|" * (len(METRICS) + 3)]
     teacher, base = report.get("teacher"), report["rows"].get("baseline")
     if teacher:  # the reference every student row is distilled from; "gain" is its lead over the student alone
         lead = round(teacher["AP"] - base["mean"]["AP"], 2) if base else "-"
-        lines.append("| teacher (reference) | " + " | ".join(str(teacher[k]) for k in METRICS) + f" | {lead} | - |")
+        lines.append("| teacher (reference) | " + " | ".join(str(teacher[k]) for k in METRICS) + f" | {lead} | - | - |")
     for name, row in report["rows"].items():
         cells = [f"{row['mean'][k]} +- {row['std'][k]}" for k in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.get('gain_ap', '-')} | "
+        per_seed = ", ".join(f"{g:+}" for g in row.get("gain_ap_per_seed", [])) or "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.get('gain_ap', '-')} | {per_seed} | "
                      f"{row.get('peak_rss_vs_baseline', '-')} |")
     rounds = report.get("step_time_rounds_s", {})
     if not report["step_time_s"]:
