@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from tests.run_helpers import run_cli, write_distill_config
 
 
@@ -15,9 +17,12 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     args = ("bench-kd", "--config", str(config), "--student-config", str(tiny_pair["student"]), "--seeds", "0",
             "--iters", "2", "--val-interval", "2", "--timing-iters", "2", "--timing-rounds", "2", "--entries",
             "baseline", "detrdistill", "mgd", "--out", str(out))
-    first = run_cli(*args)
+    first = run_cli(*args, "--jobs", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads((out / "bench_kd.json").read_text())
+    # --jobs 2: the first two runs trained side by side
+    spans = [json.loads((out / f"{name}/seed0/bench_entry.json").read_text()) for name in ("baseline", "detrdistill")]
+    assert max(r["started_at"] for r in spans) < min(r["started_at"] + r["wall_s"] for r in spans)
     assert set(report["rows"]) == {"baseline", "detrdistill", "mgd"}
     for row in report["rows"].values():
         assert set(row["mean"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"} and row["seeds"] == 1
@@ -72,9 +77,22 @@ def test_bench_kd_refuses_unknown_entries(tmp_path):
     assert res.returncode == 2 and "unknown bench-kd entries ['fgd']" in res.stderr
 
 
-def test_bench_kd_refuses_negative_timing_rounds(tmp_path):
-    res = run_cli("bench-kd", "--timing-rounds", "-1", "--out", str(tmp_path))
-    assert res.returncode == 2 and "--timing-rounds must be >= 0, got -1" in res.stderr
+@pytest.mark.parametrize(("flag", "value", "message"),
+                         [("--timing-rounds", "-1", "--timing-rounds must be >= 0, got -1"),
+                          ("--jobs", "0", "--jobs must be >= 1, got 0")])
+def test_bench_kd_refuses_bad_counts(tmp_path, flag, value, message):
+    res = run_cli("bench-kd", flag, value, "--out", str(tmp_path))
+    assert res.returncode == 2 and message in res.stderr
+
+
+def test_side_by_side_runs_share_the_cores_unless_threads_are_set():
+    from compress.bench.kd_matrix import job_env
+
+    assert job_env({"A": "1"}, 2, cores=2) == {"A": "1", "OMP_NUM_THREADS": "1"}
+    assert job_env({}, 3, cores=16)["OMP_NUM_THREADS"] == "5"
+    assert job_env({}, 4, cores=2)["OMP_NUM_THREADS"] == "1"  # never 0 threads
+    assert job_env({"OMP_NUM_THREADS": "2"}, 2, cores=2)["OMP_NUM_THREADS"] == "2"  # the caller's choice
+    assert "OMP_NUM_THREADS" not in job_env({}, 1, cores=2)  # one run: torch's default (all cores)
 
 
 def test_peers_keep_their_own_weight_while_detrdistill_takes_the_configs(tmp_path):
