@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--entries", nargs="+", default=None, help="a subset of the entries (default all)")
     k.add_argument("--jobs", type=int, default=1,
                    help="training runs side by side, each on cores / jobs threads (2 on a 2-core CPU: about "
-                        "1.6x the throughput); the timing phase always runs alone")
+                        "1.45x the throughput); the timing phase always runs alone")
     k.add_argument("--out", default="work_dirs/bench_kd")
     return parser
 

@@ -103,8 +103,8 @@ def run_entry(command: str, config: Path, work_dir: Path, env: dict, iters: int,
 
 def job_env(env: dict, jobs: int, cores: int | None = None) -> dict:
     """The training runs' environment: with ``jobs`` runs side by side each gets its share of the cores as
-    intra-op threads (OMP_NUM_THREADS), unless the caller set it. On 2 cores two 1-thread runs train about
-    1.6x faster together than one after the other at 2 threads (small ops parallelise poorly)."""
+    intra-op threads (OMP_NUM_THREADS), unless the caller set it. On 2 cores two 1-thread runs finish about
+    1.45x sooner together than one after the other at 2 threads (small ops parallelise poorly)."""
     if jobs <= 1 or "OMP_NUM_THREADS" in env:
         return env
     return {**env, "OMP_NUM_THREADS": str(max(1, (cores or os.cpu_count() or 1) // jobs))}
