@@ -152,3 +152,8 @@ def test_gain_is_taken_from_unrounded_means():
     from compress.bench.kd_report import kd_table
 
     assert "| 1.7 | +2.3, +2.4, +0.4 |" in kd_table(report)
+    assert ("- DETRDistill >= +2.5 AP over the student alone: 1.7 (MISSED; 3 of 3 seeds above the baseline)"
+            in kd_table(report))
+    one_seed = summarize({"baseline": [run(3.8), run(2.5), run(4.6)], "query_prior_only": [run(8.0), run(2.0),
+                                                                                          run(4.0)]}, {}, [0, 1, 2], 10)
+    assert "- query_prior_only alone is positive: 1.03 (met; 1 of 3 seeds above the baseline)" in kd_table(one_seed)

@@ -31,7 +31,8 @@ def kd_table(report: dict) -> str:
         each = ", ".join(f"{v:.3f}" for v in rounds.get(label, []))
         lines.append(f"| {label} | {seconds:.4f} | {report['step_time_vs_student'].get(label, '-')} | {each} |")
     lines.append("")
-    lines += [f"- {t['target']}: {t['measured']} ({'met' if t['met'] else 'MISSED'})" for t in report["targets"]]
+    lines += [f"- {t['target']}: {t['measured']} ({'met' if t['met'] else 'MISSED'}"
+              + (f"; {t['seeds_won']})" if t.get("seeds_won") else ")") for t in report["targets"]]
     return "\n".join(lines)
 
 
