@@ -8,6 +8,8 @@ TEACHER_CONFIG ?= configs/detectors/dino256_r18w16_synthetic_teacher.py
 PYTEST_ARGS ?=
 
 STUDENT_CONFIG ?= configs/detectors/dino128_r18w16_synthetic_student.py
+# Training runs bench-kd keeps side by side (each on cores / KD_JOBS threads); 2 suits a 2-core CPU.
+KD_JOBS ?= 1
 
 .PHONY: setup data teacher baseline distill bench-kd bench-kd-quick export export-trt export-triton bench serve bench-serve browser test lint clean
 
@@ -34,12 +36,13 @@ distill: data
 # DETRDistill vs the student alone, each component alone, FitNet and MGD (3 seeds; --quick: 1 seed, short).
 bench-kd: data
 	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
-	$(PY) -m compress bench-kd --config $(DISTILL_CONFIG) --student-config $(STUDENT_CONFIG)
+	$(PY) -m compress bench-kd --config $(DISTILL_CONFIG) --student-config $(STUDENT_CONFIG) \
+		--jobs $(KD_JOBS)
 
 bench-kd-quick: data
 	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
 	$(PY) -m compress bench-kd --quick --config $(DISTILL_CONFIG) --student-config $(STUDENT_CONFIG) \
-		--out work_dirs/bench_kd_quick
+		--jobs $(KD_JOBS) --out work_dirs/bench_kd_quick
 
 # ONNX export of the distilled student with parity and AP verification.
 export: setup
