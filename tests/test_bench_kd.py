@@ -71,6 +71,15 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
                                                        if "step" not in t["target"]}
     assert "step times not measured" in (out / "bench_kd.md").read_text()
 
+    # Another schedule (or --config) into the same --out: refused before anything trains, not silently mixed.
+    kept = (out / "baseline/seed0/bench_entry.json").read_text()
+    longer = list(args)
+    longer[longer.index("--iters") + 1] = "3"
+    third = run_cli(*longer)
+    assert third.returncode == 2 and "Traceback" not in third.stderr
+    line = third.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {out / 'baseline/seed0'} holds a run of another config") and "another --out" in line
+    assert (out / "baseline/seed0/bench_entry.json").read_text() == kept
 
 def test_bench_kd_refuses_unknown_entries(tmp_path):
     res = run_cli("bench-kd", "--entries", "fgd", "--out", str(tmp_path))

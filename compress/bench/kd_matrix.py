@@ -11,6 +11,7 @@ drifts by tens of percent over minutes, and a single pass would read that drift 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.errors import ConfigError
 from compress.report import read_scalars, val_points
 
 # The peers keep their own loss weight: the distill config's feature_kd.weight is tuned for DETRDistill's
@@ -71,15 +73,29 @@ def derived_config(path: Path, base: str, model: dict | None, iters: int, val_in
     return path
 
 
+def config_fingerprint(config: Path) -> str:
+    """The resolved entry config's hash: a folder is reused only by the run it was trained for, so a second
+    ``--config`` (another student recipe, say) pointed at the same ``--out`` cannot pass off the first's runs."""
+    from mmengine.config import Config
+
+    return hashlib.sha256(Config.fromfile(str(config)).pretty_text.encode()).hexdigest()
+
+
 def run_entry(command: str, config: Path, work_dir: Path, env: dict, iters: int, val_interval: int) -> dict:
     """One training run; resumes a killed one. Returns its summary, with the child's peak RSS."""
     summary_file = work_dir / "bench_entry.json"
+    stamp = work_dir / "bench_config.sha256"
+    fingerprint = config_fingerprint(config)
+    if stamp.is_file() and stamp.read_text().strip() != fingerprint:
+        raise ConfigError(f"{work_dir} holds a run of another config (--config, --student-config, --iters, "
+                          f"--val-interval or the entry's switches differ); pass another --out or delete it")
     if summary_file.is_file():
         return {**json.loads(summary_file.read_text()), "reused": True}
     args = [sys.executable, "-m", "compress", command, "--config", str(config), "--work-dir", str(work_dir)]
     if (work_dir / "last_checkpoint").is_file():
         args.append("--resume")
     work_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")  # before training, so a killed run is checked on resume too
     started = time.time()
     with open(work_dir / "bench.log", "a") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
