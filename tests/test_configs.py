@@ -76,3 +76,23 @@ def test_paper_lr_multipliers_reach_the_student_through_the_distiller(tmp_path):
     assert lr_of[id(named["student.bbox_head.cls_branches.0.weight"])] == pytest.approx(base_lr)
     assert not set(map(id, distiller.teacher.parameters())) & set(lr_of)
     assert recipe.optim_wrapper.clip_grad.max_norm == 0.1 and recipe.optim_wrapper.optimizer.weight_decay == 1e-4
+
+
+def test_inherit_student_starts_from_the_teachers_backbone():
+    """The shipped teacher's backbone tensors (BN statistics included) land in the student at init_weights,
+    the point where the Runner initialises; the rest of the student keeps mmdet's fresh initialisation."""
+    from mmdet.registry import MODELS
+
+    cfg = Config.fromfile("configs/distill/detrdistill_dino_synthetic_inherit.py")
+    teacher_state = torch.load(cfg.model.teacher["checkpoint"], map_location="cpu")["state_dict"]
+    torch.manual_seed(0)
+    distiller = MODELS.build(cfg.model)
+    backbone = distiller.student.backbone.state_dict()
+    assert not torch.equal(backbone["conv1.weight"], teacher_state["backbone.conv1.weight"].float())
+    distiller.init_weights()
+    backbone = distiller.student.backbone.state_dict()
+    assert len(backbone) > 50
+    for name, value in backbone.items():
+        assert torch.equal(value.float(), teacher_state[f"backbone.{name}"].float()), name
+    neck = distiller.student.neck.convs[0].conv.weight
+    assert neck.shape[0] == 128 != teacher_state["neck.convs.0.conv.weight"].shape[0]

@@ -122,3 +122,20 @@ def test_nan_loss_stops_with_one_line():
                                                            "loss_cls": torch.tensor(0.5)})
     assert "non-finite loss (loss) at iteration 42 of configs/x.py" in _one_line(err)
     assert "lr" in str(err.value)
+
+
+def test_missing_init_checkpoint_is_one_line(tiny_pair):
+    """A student whose init_cfg names a missing file (the inherit recipe's backbone source, say) fails when
+    training starts, where mmengine loads it, through the project's checkpoint loader."""
+    from tests.run_helpers import run_cli, write_distill_config
+
+    student = tiny_pair["root"] / "student_missing_init.py"
+    student.write_text(f"_base_ = [{str(tiny_pair['student'])!r}]\n"
+                       "model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='nowhere/bb.pth', "
+                       "prefix='backbone.')))\n")
+    pair = {**tiny_pair, "student": student}
+    config = write_distill_config(pair, "missing_init", iters=1, val_interval=1, ckpt_interval=1)
+    res = run_cli("distill", "--config", str(config), "--work-dir", str(tiny_pair["root"] / "missing_init"))
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == ("error: checkpoint not found: nowhere/bb.pth; train it first "
+                                                   "or fix the path in the config")
