@@ -10,6 +10,8 @@ PYTEST_ARGS ?=
 STUDENT_CONFIG ?= configs/detectors/dino128_r18w16_synthetic_student.py
 # Training runs bench-kd keeps side by side (each on cores / KD_JOBS threads); 2 suits a 2-core CPU.
 KD_JOBS ?= 1
+# Where bench-kd keeps its runs and report; a second student recipe needs its own (finished runs are reused).
+KD_OUT ?= work_dirs/bench_kd
 
 .PHONY: setup data teacher baseline distill bench-kd bench-kd-quick export export-trt export-triton bench serve bench-serve browser test lint clean
 
@@ -37,7 +39,7 @@ distill: data
 bench-kd: data
 	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
 	$(PY) -m compress bench-kd --config $(DISTILL_CONFIG) --student-config $(STUDENT_CONFIG) \
-		--jobs $(KD_JOBS)
+		--jobs $(KD_JOBS) --out $(KD_OUT)
 
 bench-kd-quick: data
 	@if [ ! -f $(TEACHER_CKPT) ]; then $(MAKE) teacher; fi
