@@ -81,6 +81,7 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     assert line.startswith(f"error: {out / 'baseline/seed0'} holds a run of another config") and "another --out" in line
     assert (out / "baseline/seed0/bench_entry.json").read_text() == kept
 
+
 def test_bench_kd_refuses_unknown_entries(tmp_path):
     res = run_cli("bench-kd", "--entries", "fgd", "--out", str(tmp_path))
     assert res.returncode == 2 and "unknown bench-kd entries ['fgd']" in res.stderr

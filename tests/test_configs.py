@@ -80,7 +80,7 @@ def test_paper_lr_multipliers_reach_the_student_through_the_distiller(tmp_path):
 
 def test_inherit_student_starts_from_the_teachers_backbone():
     """The shipped teacher's backbone tensors (BN statistics included) land in the student at init_weights,
-    the point where the Runner initialises; the rest of the student keeps mmdet's fresh initialisation."""
+    the point where the Runner initialises, not at build; the neck has another width and stays the student's."""
     from mmdet.registry import MODELS
 
     cfg = Config.fromfile("configs/distill/detrdistill_dino_synthetic_inherit.py")
