@@ -53,22 +53,24 @@ def test_embedded_default_distiller_builds_with_its_pair(tmp_path):
     assert Path(cfg.model.student["config"]).is_file()
 
 
+def lr_of_params(model: torch.nn.Module, optim_wrapper: dict) -> dict[int, float]:
+    """The lr mmengine's optimizer builder gives each parameter (by id) under ``optim_wrapper``'s paramwise_cfg."""
+    from mmengine.optim import build_optim_wrapper
+
+    groups = build_optim_wrapper(model, optim_wrapper).optimizer.param_groups
+    return {id(p): group["lr"] for group in groups for p in group["params"]}
+
+
 def test_paper_lr_multipliers_reach_the_student_through_the_distiller(tmp_path):
     """The COCO recipe's paramwise_cfg (x0.1 for backbone, sampling offsets, reference points) matches the
     distiller's 'student.'-prefixed parameter names, and the teacher is not in the optimizer at all."""
-    from mmengine.optim import build_optim_wrapper
-
     from tests.distill_helpers import build_distiller
     from tests.tiny import tiny_model
 
     recipe = Config.fromfile("configs/coco/distill/detrdistill_deformable-detr_r101-to-r50_coco.py")
     distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4))
-    wrapper = build_optim_wrapper(distiller, recipe.optim_wrapper)
+    lr_of = lr_of_params(distiller, recipe.optim_wrapper)
     base_lr = recipe.optim_wrapper.optimizer.lr
-    lr_of = {}
-    for group in wrapper.optimizer.param_groups:
-        for p in group["params"]:
-            lr_of[id(p)] = group["lr"]
     named = dict(distiller.named_parameters())
     assert lr_of[id(named["student.backbone.conv1.weight"])] == pytest.approx(0.1 * base_lr)
     offsets = [n for n in named if "sampling_offsets" in n]
@@ -105,7 +107,6 @@ def test_frozen_bn_student_keeps_the_inherited_statistics_and_trains_its_backbon
     train-mode BN at batch 4 they drift, and the student alone lost 40 % of its AP), the stem and first stage
     get no gradient, and the distiller's optimizer gives the student's backbone a tenth of the lr."""
     from mmdet.registry import MODELS
-    from mmengine.optim import build_optim_wrapper
 
     cfg = Config.fromfile("configs/distill/detrdistill_dino_synthetic_inherit_frozen_bn.py")
     torch.manual_seed(0)
@@ -120,9 +121,8 @@ def test_frozen_bn_student_keeps_the_inherited_statistics_and_trains_its_backbon
     assert not any(p.requires_grad for p in [*backbone.conv1.parameters(), *backbone.layer1.parameters()])
     assert not backbone.layer2[0].bn1.weight.requires_grad and backbone.layer2[0].conv1.weight.requires_grad
 
-    wrapper = build_optim_wrapper(distiller, cfg.optim_wrapper)
-    names = {id(p): n for n, p in distiller.named_parameters()}
-    lrs = {names[id(p)]: group["lr"] for group in wrapper.optimizer.param_groups for p in group["params"]}
+    lr_of = lr_of_params(distiller, cfg.optim_wrapper)
+    named = dict(distiller.named_parameters())
     base = cfg.optim_wrapper.optimizer.lr
-    assert lrs["student.backbone.layer2.0.conv1.weight"] == pytest.approx(0.1 * base)
-    assert lrs["student.neck.convs.0.conv.weight"] == pytest.approx(base)
+    assert lr_of[id(named["student.backbone.layer2.0.conv1.weight"])] == pytest.approx(0.1 * base)
+    assert lr_of[id(named["student.neck.convs.0.conv.weight"])] == pytest.approx(base)
