@@ -167,3 +167,28 @@ def test_gain_is_taken_from_unrounded_means():
     one_seed = summarize({"baseline": [run(3.8), run(2.5), run(4.6)], "query_prior_only": [run(8.0), run(2.0),
                                                                                           run(4.0)]}, {}, [0, 1, 2], 10)
     assert "- query_prior_only alone is positive: 1.03 (met; 1 of 3 seeds above the baseline)" in kd_table(one_seed)
+
+
+def test_gpu_runs_report_the_cards_peak_memory_next_to_the_rss():
+    """mmengine logs ``memory`` (CUDA max_memory_allocated, MB) with each training line on a GPU; the matrix
+    takes the training lines' peak, leaves val lines out, and adds a column only when the runs measured it."""
+    from compress.bench.kd_matrix import METRICS, peak_gpu_mb, summarize
+    from compress.bench.kd_report import kd_table
+
+    records = [{"loss": 1.0, "memory": 300, "step": 10}, {"loss": 0.9, "memory": 420, "step": 20},
+               {"coco/bbox_mAP": 0.1, "memory": 900, "step": 0}, {"loss": 0.8, "memory": 410, "step": 30}]
+    assert peak_gpu_mb(records) == 420.0
+    assert peak_gpu_mb([{"loss": 1.0, "step": 10}]) is None  # a CPU run logs no memory
+
+    def run(ap, gpu):
+        return {"metrics": dict.fromkeys(METRICS, ap), "peak_rss_mb": 100.0, "peak_gpu_mb": gpu, "curve": []}
+
+    report = summarize({"baseline": [run(3.0, 400.0), run(4.0, 420.0)],
+                        "detrdistill": [run(5.0, 610.0), run(6.0, 620.0)]}, {}, [0, 1], 10)
+    assert report["rows"]["detrdistill"]["peak_gpu_mb"] == 615.0
+    assert report["rows"]["detrdistill"]["peak_gpu_vs_baseline"] == 1.5
+    table = kd_table(report)
+    assert "| peak RSS vs baseline | peak GPU memory vs baseline |" in table
+    assert "| 2.0 | +2.0, +2.0 | 1.0 | 1.5 |" in table
+    cpu = summarize({"baseline": [run(3.0, None)], "detrdistill": [run(5.0, None)]}, {}, [0], 10)
+    assert "peak_gpu_mb" not in cpu["rows"]["detrdistill"] and "GPU memory" not in kd_table(cpu)

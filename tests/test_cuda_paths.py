@@ -8,6 +8,7 @@ import torch
 
 from tests.conftest import make_batch
 from tests.distill_helpers import build_distiller, run_steps
+from tests.run_helpers import run_cli, write_distill_config
 from tests.tiny import tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -52,3 +53,19 @@ def test_bf16_teacher_runs_on_cuda(tmp_path):
     data = distiller.data_preprocessor(make_batch(2, 96), True)
     taps = distiller._teacher_forward(data["inputs"], data["data_samples"])
     assert taps.cls_scores.dtype == torch.float32 and taps.cls_scores.is_cuda
+
+
+def test_bench_kd_on_cuda_reports_the_cards_peak_memory(tiny_pair, tmp_path):
+    """On a GPU the RSS misses what the teacher's forward costs on the card: the matrix reports the card's peak
+    (mmengine's logged max_memory_allocated) too, and a distillation run holds more than the student alone."""
+    import json
+
+    config = write_distill_config(tiny_pair, "benchkd_cuda", iters=4, val_interval=4, ckpt_interval=4)
+    out = tmp_path / "bench"
+    res = run_cli("bench-kd", "--config", str(config), "--student-config", str(tiny_pair["student"]), "--seeds",
+                  "0", "--iters", "4", "--val-interval", "4", "--timing-rounds", "0", "--entries", "baseline",
+                  "detrdistill", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((out / "bench_kd.json").read_text())["rows"]
+    assert rows["baseline"]["peak_gpu_mb"] > 0 and rows["detrdistill"]["peak_gpu_vs_baseline"] > 1.0
+    assert "peak GPU memory vs baseline" in (out / "bench_kd.md").read_text()

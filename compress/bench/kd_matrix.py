@@ -108,13 +108,22 @@ def run_entry(command: str, config: Path, work_dir: Path, env: dict, iters: int,
     student = metrics.get("student") or {**metrics["metrics"], "s/step": metrics.get("step_time_s")}
     # mmengine logs val records with step 0: the loop validates every val_interval and at the last iteration
     steps = sorted({*range(val_interval, iters + 1, val_interval), iters})
-    aps = [round(100 * p["coco/bbox_mAP"], 2) for p in val_points(read_scalars(work_dir))][-len(steps):]
+    records = read_scalars(work_dir)
+    aps = [round(100 * p["coco/bbox_mAP"], 2) for p in val_points(records)][-len(steps):]
     curve = list(zip(steps[-len(aps):], aps)) if aps else []
     summary = {"metrics": {k: student[k] for k in METRICS}, "s_per_step": student.get("s/step"),
-               "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "wall_s": round(time.time() - started, 1),
-               "started_at": round(started, 1), "curve": curve}
+               "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "peak_gpu_mb": peak_gpu_mb(records),
+               "wall_s": round(time.time() - started, 1), "started_at": round(started, 1), "curve": curve}
     summary_file.write_text(json.dumps(summary, indent=2))
     return {**summary, "reused": False}
+
+
+def peak_gpu_mb(records: list[dict]) -> float | None:
+    """The training iterations' peak CUDA memory (MB), from the ``memory`` field mmengine logs on a GPU (its
+    max_memory_allocated since the previous log line); None on CPU. On a GPU the process RSS counts host
+    memory only (the CUDA context, the data loader), not what a method's extra forward costs on the card."""
+    peaks = [r["memory"] for r in records if "loss" in r and "memory" in r]
+    return float(max(peaks)) if peaks else None
 
 
 def job_env(env: dict, jobs: int, cores: int | None = None) -> dict:
@@ -212,6 +221,7 @@ def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: l
     base = results.get("baseline")
     base_ap = float(np.mean([r["metrics"]["AP"] for r in base])) if base else None
     base_rss = float(np.mean([r["peak_rss_mb"] for r in base])) if base else None
+    base_gpu = mean_or_none([r.get("peak_gpu_mb") for r in base]) if base else None
     for name, runs in results.items():
         aps = {k: [r["metrics"][k] for r in runs] for k in METRICS}
         row = {"mean": {k: round(float(np.mean(v)), 2) for k, v in aps.items()},
@@ -225,11 +235,21 @@ def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: l
             row["gain_ap_per_seed"] = [round(r["metrics"]["AP"] - b["metrics"]["AP"], 2) + 0.0
                                        for r, b in zip(runs, base)]
             row["peak_rss_vs_baseline"] = round(row["peak_rss_mb"] / base_rss, 2)
+        gpu = mean_or_none([r.get("peak_gpu_mb") for r in runs])
+        if gpu is not None:
+            row["peak_gpu_mb"] = round(gpu, 1)
+            if base_gpu:
+                row["peak_gpu_vs_baseline"] = round(gpu / base_gpu, 2)
         rows[name] = row
     student_step = timing.get("student alone")
     ratios = {k: round(v / student_step, 2) for k, v in timing.items() if v and student_step}
     return {"seeds": seeds, "iterations": iters, "rows": rows, "step_time_s": timing,
             "step_time_vs_student": ratios, "targets": kd_targets(rows, ratios)}
+
+
+def mean_or_none(values: list) -> float | None:
+    """The mean when every run measured the value (runs from a CPU and a GPU never mix into one figure)."""
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
 
 
 def seeds_won(row: dict) -> str:

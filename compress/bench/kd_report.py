@@ -9,18 +9,23 @@ from compress.bench.kd_matrix import METRICS
 
 
 def kd_table(report: dict) -> str:
+    # runs on a GPU add the card's peak memory: there the RSS counts only the host side
+    gpu = any("peak_gpu_mb" in row for row in report["rows"].values())
+    memory = ["peak RSS vs baseline"] + (["peak GPU memory vs baseline"] if gpu else [])
     lines = [f"KD benchmark: {report['iterations']} iterations, seeds {report['seeds']} (mean +- std)", "",
-             "| entry | " + " | ".join(METRICS) + " | gain AP | gain per seed | peak RSS vs baseline |",
-             "|---|" + "---|" * (len(METRICS) + 3)]
+             "| entry | " + " | ".join([*METRICS, "gain AP", "gain per seed", *memory]) + " |",
+             "|---|" + "---|" * (len(METRICS) + 2 + len(memory))]
     teacher, base = report.get("teacher"), report["rows"].get("baseline")
     if teacher:  # the reference every student row is distilled from; "gain" is its lead over the student alone
         lead = round(teacher["AP"] - base["mean"]["AP"], 2) if base else "-"
-        lines.append("| teacher (reference) | " + " | ".join(str(teacher[k]) for k in METRICS) + f" | {lead} | - | - |")
+        lines.append("| teacher (reference) | " + " | ".join(str(teacher[k]) for k in METRICS) + f" | {lead} | - |"
+                     + " - |" * len(memory))
     for name, row in report["rows"].items():
         cells = [f"{row['mean'][k]} +- {row['std'][k]}" for k in METRICS]
         per_seed = ", ".join(f"{g:+}" for g in row.get("gain_ap_per_seed", [])) or "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.get('gain_ap', '-')} | {per_seed} | "
-                     f"{row.get('peak_rss_vs_baseline', '-')} |")
+        ratios = [row.get("peak_rss_vs_baseline", "-")] + ([row.get("peak_gpu_vs_baseline", "-")] if gpu else [])
+        lines.append(f"| {name} | " + " | ".join([*cells, str(row.get("gain_ap", "-")), per_seed, *map(str, ratios)])
+                     + " |")
     rounds = report.get("step_time_rounds_s", {})
     if not report["step_time_s"]:
         lines += ["", "(step times not measured: --timing-rounds 0)"]
