@@ -68,7 +68,9 @@ def write_distill_config(pair: dict, name: str, iters: int, val_interval: int, c
 
 
 def subprocess_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    from compress.bench.kd_matrix import with_repo_on_path
+
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": with_repo_on_path(os.environ.get("PYTHONPATH"))}
 
 
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -192,3 +192,15 @@ def test_gpu_runs_report_the_cards_peak_memory_next_to_the_rss():
     assert "| 2.0 | +2.0, +2.0 | 1.0 | 1.5 |" in table
     cpu = summarize({"baseline": [run(3.0, None)], "detrdistill": [run(5.0, None)]}, {}, [0], 10)
     assert "peak_gpu_mb" not in cpu["rows"]["detrdistill"] and "GPU memory" not in kd_table(cpu)
+
+
+def test_runs_keep_the_callers_pythonpath_behind_the_checkout():
+    """A stack installed with ``pip --target`` is reachable only through PYTHONPATH (on the H100 image the runs
+    failed with "No module named 'mmengine'" while it was replaced by the checkout alone)."""
+    import os
+
+    from compress.bench.kd_matrix import with_repo_on_path
+    from tests.run_helpers import REPO
+
+    assert with_repo_on_path("/opt/site") == f"{REPO}{os.pathsep}/opt/site"
+    assert with_repo_on_path(None) == with_repo_on_path("") == str(REPO)

@@ -126,6 +126,12 @@ def peak_gpu_mb(records: list[dict]) -> float | None:
     return float(max(peaks)) if peaks else None
 
 
+def with_repo_on_path(pythonpath: str | None) -> str:
+    """The runs import this checkout first but keep the caller's PYTHONPATH: an OpenMMLab stack installed with
+    ``pip --target`` (as on a GPU image whose system Python holds torch) lives only there."""
+    return os.pathsep.join([str(Path(__file__).resolve().parents[2]), *filter(None, [pythonpath])])
+
+
 def job_env(env: dict, jobs: int, cores: int | None = None) -> dict:
     """The training runs' environment: with ``jobs`` runs side by side each gets its share of the cores as
     intra-op threads (OMP_NUM_THREADS), unless the caller set it. On 2 cores two 1-thread runs finish about
@@ -142,7 +148,7 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
     phase always runs alone, one entry after the other."""
     from mmengine.config import Config
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": with_repo_on_path(os.environ.get("PYTHONPATH"))}
     student_alone = {"_delete_": True, **Config.fromfile(student_config).model.to_dict()}
 
     def run_spec(switches: dict | None) -> tuple[str, dict]:
