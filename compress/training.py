@@ -88,9 +88,18 @@ def final_metrics(runner: Runner, cfg: Config) -> dict[str, float]:
     return evaluate_model(runner.model, cfg, desc="evaluating student")
 
 
+# Iterations left out of the mean step time: the first ones pay one-off costs (allocator growth, lazy init,
+# a compiled teacher's compilation: seconds, which over bench-kd's 50 timing iterations would read as a cost
+# per step). At most half of a short run is left out.
+WARMUP_ITERS = 5
+
+
 def step_time(runner: Runner) -> float | None:
     scalar = runner.message_hub.log_scalars.get("train/time")
-    return round(float(scalar.mean()), 4) if scalar is not None else None
+    if scalar is None:
+        return None
+    values = scalar.data[0]
+    return round(float(values[min(WARMUP_ITERS, len(values) // 2):].mean()), 4)
 
 
 def num_params(model: torch.nn.Module) -> int:

@@ -33,12 +33,14 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     assert report["teacher"] == {k: teacher[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
     assert set(report["step_time_s"]) == {"student alone", "student + teacher forward (KD off)",
                                           "DETRDistill (one encoder pass)", "DETRDistill, teacher bf16 autocast",
+                                          "DETRDistill, teacher encoder compiled",
                                           "DETRDistill, teacher with mmcv's grid_sample attention",
                                           "official style (encoder twice)"}
     assert (out / "timing/student_teacher_forward_kd_off/round1").is_dir()
     for label, each in report["step_time_rounds_s"].items():  # two interleaved rounds, the median reported
         assert len(each) == 2 and report["step_time_s"][label] == sum(each) / 2
     assert "'autocast': 'bfloat16'" in (out / "configs/timing_detrdistill_teacher_bf16_autocast.py").read_text()
+    assert "'compile': True" in (out / "configs/timing_detrdistill_teacher_encoder_compiled.py").read_text()
     dense = out / "configs/timing_detrdistill_teacher_with_mmcv_s_grid_sample_attention.py"
     assert "'sparse_attention': False" in dense.read_text()
     assert report["step_time_vs_student"]["student alone"] == 1.0

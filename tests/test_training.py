@@ -118,3 +118,23 @@ def test_amp_without_gpu_is_refused(tiny_pair):
     config = write_distill_config(tiny_pair, "amp", iters=2, val_interval=2, ckpt_interval=2)
     res = run_cli("distill", "--config", str(config), "--amp")
     assert res.returncode == 2 and "--amp needs a CUDA GPU" in res.stderr
+
+
+def test_step_time_leaves_the_warm_up_iterations_out():
+    """A compiled teacher's first step takes seconds: over bench-kd's short timing runs a plain mean would
+    read that one-off cost as a per-step cost."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    from compress.training import WARMUP_ITERS, step_time
+
+    hub = MessageHub(name="step_time_test")
+    for seconds in [9.0] * WARMUP_ITERS + [0.5] * 20:
+        hub.update_scalar("train/time", seconds)
+    assert step_time(SimpleNamespace(message_hub=hub)) == 0.5
+    short = MessageHub(name="step_time_short")
+    for seconds in (9.0, 0.5, 0.7):  # a 3-iteration run keeps its last 2
+        short.update_scalar("train/time", seconds)
+    assert step_time(SimpleNamespace(message_hub=short)) == 0.6
+    assert step_time(SimpleNamespace(message_hub=MessageHub(name="step_time_none"))) is None

@@ -48,6 +48,7 @@ KD_OFF = {"logits_kd": {"enable": False}, "feature_kd": {"enable": False}, "quer
 TIMING = {"student alone": None, "student + teacher forward (KD off)": KD_OFF,
           "DETRDistill (one encoder pass)": {},
           "DETRDistill, teacher bf16 autocast": {"teacher": {"autocast": "bfloat16"}},
+          "DETRDistill, teacher encoder compiled": {"teacher": {"compile": True}},
           "DETRDistill, teacher with mmcv's grid_sample attention": {"teacher": {"sparse_attention": False}},
           "official style (encoder twice)": {"query_prior": {"encoder_twice": True}}}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -289,9 +290,10 @@ def kd_targets(rows: dict, ratios: dict) -> list[dict]:
         speedup = round(official / ours, 2)
         out.append({"target": "DETRDistill step >= 1.5x faster than the official-style step", "measured": speedup,
                     "met": speedup >= 1.5})
-    precisions = [v for v in (ours, ratios.get("DETRDistill, teacher bf16 autocast")) if v]
-    if precisions:
-        cheapest = min(precisions)
-        out.append({"target": "DETRDistill step below 1.5x the student alone (stretch, fastest teacher precision)",
+    cheaper = [v for v in (ours, ratios.get("DETRDistill, teacher bf16 autocast"),
+                           ratios.get("DETRDistill, teacher encoder compiled")) if v]
+    if cheaper:
+        cheapest = min(cheaper)
+        out.append({"target": "DETRDistill step below 1.5x the student alone (stretch, fastest teacher variant)",
                     "measured": cheapest, "met": cheapest < 1.5})
     return out

@@ -82,11 +82,32 @@ class Float32DeformableAttention(MultiScaleDeformableAttention):
             return super().forward(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
 
 
+def _switch(spec: dict, key: str, default: bool) -> bool:
+    value = spec.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"model.teacher.{key} must be True or False, got {value!r}")
+    return value
+
+
+def compile_encoder(detector: nn.Module) -> None:
+    """torch.compile the teacher's transformer encoder, where its no-grad forward spends its time.
+
+    Measured on the default teacher (2 CPU cores, batch 4, 192 px): encoder 122 of 170 ms; compiled, the whole
+    forward 178 -> 134 ms (same outputs within 5e-6): inductor fuses the elementwise work around the matrix
+    products. The decoder gained nothing and is left eager. The first step pays the compilation (about 25 s
+    cold, seconds from inductor's on-disk cache); ``dynamic=None`` recompiles once with dynamic shapes when
+    the input size changes (multi-scale training) instead of once per size."""
+    encoder = getattr(detector, "encoder", None)
+    if encoder is None:
+        raise ConfigError(f"model.teacher.compile: {type(detector).__name__} has no transformer encoder to compile")
+    encoder.compile(dynamic=None)
+
+
 def build_detector(spec: dict, role: str) -> nn.Module:
     """Build an mmdet detector from ``dict(config=path | model dict)``."""
     if not isinstance(spec, dict) or "config" not in spec:
         raise ConfigError(f"model.{role} must be dict(config=<detector config path or model dict>, ...)")
-    valid = {"config", "checkpoint"} | ({"autocast", "sparse_attention"} if role == "teacher" else set())
+    valid = {"config", "checkpoint"} | ({"autocast", "sparse_attention", "compile"} if role == "teacher" else set())
     unknown = sorted(set(spec) - valid)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in model.{role}; valid keys: {sorted(valid)}")
@@ -144,7 +165,8 @@ class DETRDistiller(BaseModel):
             outputs are cast back to float32 before matching and the losses. ``sparse_attention`` (default
             True): deformable attention's CPU fallback runs as one sparse matrix product in the teacher's
             no-grad forward (same result, see ``compress/models/sparse_deformable_attention.py``); False keeps
-            mmcv's grid_sample version, for timing comparisons.
+            mmcv's grid_sample version, for timing comparisons. ``compile`` (default False): torch.compile
+            the teacher's encoder (see ``compile_encoder``).
         student: dict(config=<path or model dict>, checkpoint=<optional init path>).
         logits_kd / feature_kd / query_prior: loss sections (see the dataclasses in ``losses/``); each
             has ``enable`` and ``weight``.
@@ -165,10 +187,8 @@ class DETRDistiller(BaseModel):
             load_detector_weights(self.student, self.student_checkpoint, "student")
 
         self.teacher_autocast = _autocast_dtype(teacher.get("autocast"))
-        self.teacher_sparse_attention = teacher.get("sparse_attention", True)
-        if not isinstance(self.teacher_sparse_attention, bool):
-            raise ConfigError(f"model.teacher.sparse_attention must be True or False, got "
-                              f"{self.teacher_sparse_attention!r}")
+        self.teacher_sparse_attention = _switch(teacher, "sparse_attention", True)
+        teacher_compile = _switch(teacher, "compile", False)
         if not teacher.get("checkpoint"):
             raise ConfigError("model.teacher.checkpoint is not set; train a teacher with `make teacher` "
                               "or point it at a trained checkpoint")
@@ -179,6 +199,8 @@ class DETRDistiller(BaseModel):
             for module in teacher_model.modules():
                 if type(module) is MultiScaleDeformableAttention:
                     module.__class__ = Float32DeformableAttention
+        if teacher_compile:
+            compile_encoder(teacher_model)
         object.__setattr__(self, "teacher", teacher_model)  # outside the module tree, see module doc
         self._check_pair()
 
