@@ -36,3 +36,11 @@ def test_bad_compile_value_is_one_line(tmp_path):
         build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable"), teacher_options={"compile": 1})
     text = str(err.value)
     assert "\n" not in text and "model.teacher.compile must be True or False, got 1" in text
+
+
+def test_a_teacher_without_an_encoder_cannot_be_compiled():
+    from compress.distill.distiller import compile_encoder
+
+    with pytest.raises(ConfigError) as err:
+        compile_encoder(torch.nn.Linear(2, 2))
+    assert str(err.value) == "model.teacher.compile: Linear has no transformer encoder to compile"
