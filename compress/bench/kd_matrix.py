@@ -290,8 +290,8 @@ def kd_targets(rows: dict, ratios: dict) -> list[dict]:
         speedup = round(official / ours, 2)
         out.append({"target": "DETRDistill step >= 1.5x faster than the official-style step", "measured": speedup,
                     "met": speedup >= 1.5})
-    cheaper = [v for v in (ours, ratios.get("DETRDistill, teacher bf16 autocast"),
-                           ratios.get("DETRDistill, teacher encoder compiled")) if v]
+    # every timed DETRDistill step (teacher precision, compilation, attention path): the cheapest one counts
+    cheaper = [v for label, v in ratios.items() if label.startswith("DETRDistill") and v]
     if cheaper:
         cheapest = min(cheaper)
         out.append({"target": "DETRDistill step below 1.5x the student alone (stretch, fastest teacher variant)",
