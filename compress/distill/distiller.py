@@ -2,7 +2,8 @@
 
 ``loss()`` reads top to bottom: teacher forward (no grad) -> student forward -> student detection loss ->
 the three DETRDistill losses, each switchable and weighted from the config, every term logged under its
-own key (``loss_lkd_{cls,l1,giou}_s{k}``, ``loss_fkd_t{k}``, ``loss_qp_{cls,bbox,iou}_s{k}``).
+own key (``loss_lkd_{cls,l1,giou}_s{k}``, ``loss_fkd_t{k}``, ``loss_qp_{cls,bbox,iou}_s{k}``; the official release's
+optional contrastive term ``loss_ckd_s{k}``).
 
 The teacher is held outside the module tree on purpose: it is then absent from ``state_dict`` (checkpoints
 hold only the student and the adapters), from ``parameters()`` (the optimizer and DDP never see it) and
@@ -27,6 +28,7 @@ from mmengine.registry import DefaultScope
 
 from compress.checkpoints import load_state_dict_file
 from compress.distill.box_ops import cxcywh_to_xyxy
+from compress.distill.losses.contrastive_kd import ContrastiveHead, ContrastiveKDConfig
 from compress.distill.losses.feature_kd import (
     FeatureKDConfig,
     masked_feature_loss,
@@ -35,7 +37,7 @@ from compress.distill.losses.feature_kd import (
     select_queries,
 )
 from compress.distill.losses.fitnet import fitnet_loss
-from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss
+from compress.distill.losses.logits_kd import LogitsKDConfig, StageMatch, logits_kd_loss, match_stage
 from compress.distill.losses.mgd import MGDGenerator, mgd_loss
 from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_assignment
 from compress.distill.stage_pairing import assignment_stage, group_stages
@@ -168,16 +170,19 @@ class DETRDistiller(BaseModel):
             mmcv's grid_sample version, for timing comparisons. ``compile`` (default False): torch.compile
             the teacher's encoder (see ``compile_encoder``).
         student: dict(config=<path or model dict>, checkpoint=<optional init path>).
-        logits_kd / feature_kd / query_prior: loss sections (see the dataclasses in ``losses/``); each
-            has ``enable`` and ``weight``.
+        logits_kd / feature_kd / query_prior / contrastive_kd: loss sections (see the dataclasses in
+            ``losses/``); each has ``enable`` and ``weight``. ``contrastive_kd`` (off by default) is the
+            official release's extra InfoNCE between matched query embeddings.
     """
 
     def __init__(self, teacher: dict, student: dict, logits_kd: dict | None = None,
                  feature_kd: dict | None = None, query_prior: dict | None = None,
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 contrastive_kd: dict | None = None, data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
         self.logits_cfg = _section(LogitsKDConfig, logits_kd, "logits_kd")
         self.feature_cfg = _section(FeatureKDConfig, feature_kd, "feature_kd")
         self.query_cfg = _section(QueryPriorConfig, query_prior, "query_prior")
+        self.contrast_cfg = _section(ContrastiveKDConfig, contrastive_kd, "contrastive_kd")
         student_model = build_detector(student, "student")
         super().__init__(data_preprocessor=data_preprocessor or student_model.data_preprocessor,
                          init_cfg=init_cfg)
@@ -218,6 +223,8 @@ class DETRDistiller(BaseModel):
             self.feature_adapters = nn.ModuleList(
                 [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity()
                  for _ in range(self._num_feature_levels())])
+        self.contrast_head = (ContrastiveHead(s_dims, t_dims, self.contrast_cfg.proj_dims)
+                              if self.contrast_cfg.enable else None)
         self.mgd_generators = None
         if self.feature_cfg.enable and self.feature_cfg.method == "mgd":
             self.mgd_generators = nn.ModuleList([MGDGenerator(t_dims) for _ in range(self._num_feature_levels())])
@@ -235,10 +242,14 @@ class DETRDistiller(BaseModel):
             if (a is None) != (b is None) or (a is not None and not torch.allclose(a, b)):
                 raise ConfigError(f"teacher and student data_preprocessor.{attr} differ; both models see the "
                                   f"same normalised batch, so set them equal")
-        needs_assigner = self.query_cfg.enable or self.logits_cfg.mode == "split"
+        needs_assigner = self.query_cfg.enable or self._split_matching()
         if needs_assigner and getattr(self.teacher.bbox_head, "assigner", None) is None:
             raise ConfigError("the teacher config has no train_cfg.assigner, which query_prior and "
                               "logits_kd.mode='split' need (the teacher's own assignment)")
+
+    def _split_matching(self) -> bool:
+        """Whether the student-teacher matching (logits KD, contrastive term) is the paper's split one."""
+        return (self.logits_cfg.enable or self.contrast_cfg.enable) and self.logits_cfg.mode == "split"
 
     def _num_feature_levels(self) -> int:
         neck = getattr(self.student, "neck", None)
@@ -283,10 +294,15 @@ class DETRDistiller(BaseModel):
         losses = detection_loss(self.student, student, gts, metas)
 
         num_t, num_s = teacher.cls_scores.shape[0], student.cls_scores.shape[0]
-        needs_targets = self.query_cfg.enable or (self.logits_cfg.enable and self.logits_cfg.mode == "split")
+        needs_targets = self.query_cfg.enable or self._split_matching()
         targets = self._teacher_targets(teacher, gts, metas) if needs_targets else {}
-        if self.logits_cfg.enable:
-            losses.update(self._logits_kd(teacher, student, targets, group_stages(num_t, num_s)))
+        groups = group_stages(num_t, num_s)
+        if self.logits_cfg.enable or self.contrast_cfg.enable:
+            matched = self._match_stages(teacher, student, targets, groups)
+            if self.logits_cfg.enable:
+                losses.update(self._logits_kd(matched))
+            if self.contrast_cfg.enable:
+                losses.update(self._contrastive_kd(teacher, student, matched))
         if self.feature_cfg.enable:
             losses.update(self._feature_kd(teacher, student, gts, metas))
         if self.query_cfg.enable:  # official-style step: a second student pass serves the teacher group
@@ -314,10 +330,12 @@ class DETRDistiller(BaseModel):
                 out[stage] = head.get_targets(list(cls), list(box), gts, metas)
         return out
 
-    def _logits_kd(self, teacher: Taps, student: Taps, targets: dict, groups: list[list[int]]) -> dict:
-        cfg = self.logits_cfg
+    def _match_stages(self, teacher: Taps, student: Taps, targets: dict,
+                      groups: list[list[int]]) -> list[tuple[int, int, int, tuple, StageMatch]]:
+        """Every (student stage, teacher stage) pair's predictions and Hungarian matching, computed once for
+        the logits KD and the contrastive term: (s_stage, t_stage, group size, predictions, match)."""
         num_classes = self.student.bbox_head.num_classes
-        out = {}
+        out = []
         for s_stage, t_stages in enumerate(groups):
             s_cls = class_logits(student.cls_scores[s_stage, :, student.num_dn:], self.s_softmax)
             s_box = student.bbox_preds[s_stage, :, student.num_dn:]
@@ -325,11 +343,33 @@ class DETRDistiller(BaseModel):
                 t_probs = class_logits(teacher.cls_scores[t_stage], self.t_softmax).sigmoid()
                 t_box = _clamped_cxcywh(teacher.bbox_preds[t_stage])
                 positive = ([labels != num_classes for labels in targets[t_stage][0]]
-                            if cfg.mode == "split" else None)
-                terms = logits_kd_loss(s_cls, s_box, t_probs, t_box, cfg, positive)
-                for name, value in terms.items():
-                    key = f"loss_lkd_{name}_s{s_stage}"
-                    out[key] = out.get(key, 0) + cfg.weight * value / len(t_stages)
+                            if self.logits_cfg.mode == "split" else None)
+                predictions = (s_cls, s_box, t_probs, t_box)
+                match = match_stage(*predictions, self.logits_cfg, positive)
+                out.append((s_stage, t_stage, len(t_stages), predictions, match))
+        return out
+
+    def _logits_kd(self, matched: list) -> dict:
+        cfg = self.logits_cfg
+        out = {}
+        for s_stage, _, group_size, predictions, match in matched:
+            for name, value in logits_kd_loss(*predictions, cfg, match=match).items():
+                key = f"loss_lkd_{name}_s{s_stage}"
+                out[key] = out.get(key, 0) + cfg.weight * value / group_size
+        return out
+
+    def _contrastive_kd(self, teacher: Taps, student: Taps, matched: list) -> dict:
+        """InfoNCE between each matched student query's decoder embedding and its teacher query's, per pair
+        of stages (the official release's extra term, see ``losses/contrastive_kd.py``)."""
+        cfg = self.contrast_cfg
+        s_hidden = student.head_inputs["hidden_states"][:, :, student.num_dn:]
+        t_hidden = teacher.head_inputs["hidden_states"]
+        out = {}
+        for s_stage, t_stage, group_size, _, match in matched:
+            value = self.contrast_head(s_hidden[s_stage, match.images, match.rows],
+                                       t_hidden[t_stage, match.images, match.cols], cfg.temperature)
+            key = f"loss_ckd_s{s_stage}"
+            out[key] = out.get(key, 0) + cfg.weight * value / group_size
         return out
 
     def _feature_kd(self, teacher: Taps, student: Taps, gts: list, metas: list[dict]) -> dict:

@@ -21,3 +21,5 @@ model = dict(
     feature_kd=dict(enable=True, weight=5.0, source='neck', top_m=100),
     # Query-prior assignment distillation: teacher queries through the student decoder, teacher assignment.
     query_prior=dict(enable=True, weight=1.0))
+# The official release's extra contrastive term (InfoNCE between matched query embeddings) stays off; turn it
+# on with model = dict(contrastive_kd=dict(enable=True)) (official weight 0.2, temperature 0.07, width 512).

@@ -63,9 +63,44 @@ def match_pairs(cost: torch.Tensor, positive: torch.Tensor | None
     return rows, cols, has_box
 
 
+@dataclass
+class StageMatch:
+    """One stage pair's matching over a batch: pair p joins student ``rows[p]`` and teacher ``cols[p]`` of
+    image ``images[p]``; ``has_box[p]`` says whether it carries box terms. Shared by the logits KD and the
+    contrastive term, which the official code also draws from this one matching."""
+
+    images: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    has_box: torch.Tensor
+
+
+def match_stage(student_logits: torch.Tensor, student_boxes: torch.Tensor, teacher_probs: torch.Tensor,
+                teacher_boxes: torch.Tensor, cfg: LogitsKDConfig,
+                teacher_positive: list[torch.Tensor] | None = None) -> StageMatch:
+    """Hungarian matching of one (teacher stage, student stage) pair, image by image (shapes as in
+    ``logits_kd_loss``)."""
+    if cfg.mode == "split" and teacher_positive is None:
+        raise ValueError("logits_kd.mode='split' needs the teacher's positive predictions")
+    # One batched cost and one host copy; scipy then matches image by image on the CPU copy.
+    costs = kd_cost_matrix(student_logits, student_boxes, teacher_probs, teacher_boxes,
+                           cfg.cls_weight, cfg.l1_weight, cfg.giou_weight).cpu()
+    images, rows, cols, has_box = [], [], [], []
+    for b in range(student_logits.shape[0]):
+        positive = teacher_positive[b].cpu() if cfg.mode == "split" else None
+        r, c, h = match_pairs(costs[b], positive)
+        images.append(torch.full_like(r, b))
+        rows.append(r)
+        cols.append(c)
+        has_box.append(h)
+    device = student_logits.device
+    return StageMatch(*(torch.cat(t).to(device) for t in (images, rows, cols, has_box)))
+
+
 def logits_kd_loss(student_logits: torch.Tensor, student_boxes: torch.Tensor, teacher_probs: torch.Tensor,
                    teacher_boxes: torch.Tensor, cfg: LogitsKDConfig,
-                   teacher_positive: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                   teacher_positive: list[torch.Tensor] | None = None,
+                   match: StageMatch | None = None) -> dict[str, torch.Tensor]:
     """Loss of one (teacher stage, student stage) pair.
 
     Args:
@@ -75,24 +110,13 @@ def logits_kd_loss(student_logits: torch.Tensor, student_boxes: torch.Tensor, te
         teacher_boxes: (B, N_t, 4) normalised cxcywh.
         teacher_positive: per image an (N_t,) bool of the teacher's GT-assigned predictions; required
             for ``mode='split'``.
+        match: this pair's ``match_stage`` result, when the caller has it already.
     Returns: weighted ``cls``, ``l1`` and ``giou`` terms.
     """
-    if cfg.mode == "split" and teacher_positive is None:
-        raise ValueError("logits_kd.mode='split' needs the teacher's positive predictions")
+    if match is None:
+        match = match_stage(student_logits, student_boxes, teacher_probs, teacher_boxes, cfg, teacher_positive)
     batch, num_student = student_logits.shape[:2]
-    # One batched cost and one host copy; scipy then matches image by image on the CPU copy.
-    costs = kd_cost_matrix(student_logits, student_boxes, teacher_probs, teacher_boxes,
-                           cfg.cls_weight, cfg.l1_weight, cfg.giou_weight).cpu()
-    images, rows, cols, has_box = [], [], [], []
-    for b in range(batch):
-        positive = teacher_positive[b].cpu() if cfg.mode == "split" else None
-        r, c, h = match_pairs(costs[b], positive)
-        images.append(torch.full_like(r, b))
-        rows.append(r)
-        cols.append(c)
-        has_box.append(h)
-    device = student_logits.device
-    images, rows, cols, has_box = (torch.cat(t).to(device) for t in (images, rows, cols, has_box))
+    images, rows, cols, has_box = match.images, match.rows, match.cols, match.has_box
     cls_sum = F.binary_cross_entropy_with_logits(student_logits[images, rows], teacher_probs[images, cols],
                                                  reduction="sum")
     boxed_images, boxed_rows, boxed_cols = images[has_box], rows[has_box], cols[has_box]
