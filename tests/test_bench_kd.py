@@ -87,6 +87,22 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
 def test_bench_kd_refuses_unknown_entries(tmp_path):
     res = run_cli("bench-kd", "--entries", "fgd", "--out", str(tmp_path))
     assert res.returncode == 2 and "unknown bench-kd entries ['fgd']" in res.stderr
+    assert "detrdistill_contrastive" in res.stderr  # the opt-in entry is offered too
+
+
+def test_opt_in_contrastive_entry_is_the_full_method_plus_the_term(tmp_path):
+    from mmengine.config import Config
+
+    from compress.bench.kd_matrix import ALL_ENTRIES, ENTRIES, derived_config
+
+    base = tmp_path / "distill.py"
+    base.write_text("model = dict(logits_kd=dict(enable=True), feature_kd=dict(enable=True), "
+                    "query_prior=dict(enable=True))\n")
+    cfg = Config.fromfile(str(derived_config(tmp_path / "c.py", str(base), ALL_ENTRIES["detrdistill_contrastive"],
+                                             4, 2, 0)))
+    assert cfg.model.contrastive_kd.enable
+    assert cfg.model.logits_kd.enable and cfg.model.feature_kd.enable and cfg.model.query_prior.enable
+    assert "detrdistill_contrastive" not in ENTRIES  # not trained unless named in --entries
 
 
 @pytest.mark.parametrize(("flag", "value", "message"),
