@@ -105,6 +105,26 @@ def test_opt_in_contrastive_entry_is_the_full_method_plus_the_term(tmp_path):
     assert "detrdistill_contrastive" not in ENTRIES  # not trained unless named in --entries
 
 
+def test_components_stay_alone_on_a_config_that_enables_the_contrastive_term(tmp_path):
+    from mmengine.config import Config
+
+    from compress.bench.kd_matrix import ENTRIES, KD_OFF, derived_config
+
+    base = tmp_path / "distill.py"
+    base.write_text("model = dict(logits_kd=dict(enable=True), feature_kd=dict(enable=True), "
+                    "query_prior=dict(enable=True), contrastive_kd=dict(enable=True))\n")
+
+    def enabled(switches) -> set[str]:
+        model = Config.fromfile(str(derived_config(tmp_path / "c.py", str(base), switches, 4, 2, 0))).model
+        return {k for k in ("logits_kd", "feature_kd", "query_prior", "contrastive_kd") if model[k]["enable"]}
+
+    assert enabled(ENTRIES["logits_only"]) == {"logits_kd"}
+    assert enabled(ENTRIES["feature_only"]) == enabled(ENTRIES["fitnet"]) == enabled(ENTRIES["mgd"]) == {"feature_kd"}
+    assert enabled(ENTRIES["query_prior_only"]) == {"query_prior"}
+    assert enabled(KD_OFF) == set()
+    assert enabled(ENTRIES["detrdistill"]) == {"logits_kd", "feature_kd", "query_prior", "contrastive_kd"}
+
+
 @pytest.mark.parametrize(("flag", "value", "message"),
                          [("--timing-rounds", "-1", "--timing-rounds must be >= 0, got -1"),
                           ("--jobs", "0", "--jobs must be >= 1, got 0")])
