@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compress.bench.kd_matrix import ENTRIES, KD_OFF, TIMING  # noqa: E402  (the switches bench-kd uses)
+from compress.bench.kd_matrix import ENTRIES, KD_OFF, OPTIONAL_ENTRIES, TIMING  # noqa: E402  (bench-kd's switches)
 
 FULL = "DETRDistill (all three)"
 # The first is the reference of the ratios; None = the student config alone (no distiller).
@@ -35,10 +35,13 @@ VARIANTS = {
     "feature KD only": ENTRIES["feature_only"],
     "query prior only": ENTRIES["query_prior_only"],
     FULL: ENTRIES["detrdistill"],
+    "DETRDistill + contrastive term": OPTIONAL_ENTRIES["detrdistill_contrastive"],
     # bench-kd's variants of the full step, under their bench-kd labels
     **{label: switches for label, switches in TIMING.items() if label.startswith(("DETRDistill, ", "official"))},
 }
-SECTIONS = ("_teacher_forward", "_teacher_targets", "_logits_kd", "_feature_kd", "_query_prior")
+# _match_stages: the student-teacher matching that logits KD (and the contrastive term, when on) use
+SECTIONS = ("_teacher_forward", "_teacher_targets", "_match_stages", "_logits_kd", "_feature_kd", "_query_prior",
+            "_contrastive_kd")
 
 
 def build(model_cfg: dict, switches: dict | None, device: str):
