@@ -58,4 +58,4 @@ class ContrastiveHead(nn.Module):
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
         if len(student) < 2:  # no negatives (and BatchNorm needs two rows): nothing to contrast
             return student.sum() * 0
-        return info_nce(self.student(student), self.teacher(teacher.detach()), temperature)
+        return info_nce(self.student(student), self.teacher(teacher), temperature)
