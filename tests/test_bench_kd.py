@@ -242,3 +242,25 @@ def test_runs_keep_the_callers_pythonpath_behind_the_checkout():
 
     assert with_repo_on_path("/opt/site") == f"{REPO}{os.pathsep}/opt/site"
     assert with_repo_on_path(None) == with_repo_on_path("") == str(REPO)
+
+
+def test_figure_shows_each_seed_the_gain_and_the_step_cost():
+    """The PNG's middle panel is the table's AP (bar = mean, one dot per seed, the gain written over it); its
+    right panel the step-time ratios with the KD-off floor marked; without timing, a note instead of bars."""
+    from compress.bench.kd_matrix import METRICS, summarize
+    from compress.bench.kd_report import kd_figure
+
+    def run(ap):
+        return {"metrics": dict.fromkeys(METRICS, ap), "peak_rss_mb": 100.0, "curve": [[5, ap / 2], [10, ap]]}
+
+    timing = {"student alone": 0.2, "student + teacher forward (KD off)": 0.35, "DETRDistill (one encoder pass)": 0.4}
+    report = summarize({"baseline": [run(2.0), run(3.0)], "detrdistill": [run(5.0), run(4.0)]}, timing, [0, 1], 10)
+    curves, ap_ax, step_ax = kd_figure(report).axes
+    assert [bar.get_height() for bar in ap_ax.patches] == [2.5, 4.5]
+    assert [list(dots.get_offsets()[:, 1]) for dots in ap_ax.collections] == [[2.0, 3.0], [5.0, 4.0]]
+    assert [t.get_text() for t in ap_ax.texts] == ["+2.0"]
+    assert [line.get_ydata()[-1] for line in curves.lines[:2]] == [2.5, 4.5]  # mean curve ends at the mean AP
+    assert [bar.get_width() for bar in step_ax.patches] == [1.0, 1.75, 2.0]
+    assert 1.75 in {line.get_xdata()[0] for line in step_ax.lines}  # the floor
+    untimed = kd_figure(summarize({"baseline": [run(2.0)]}, {}, [0], 10)).axes[2]
+    assert not untimed.patches and "not measured" in untimed.texts[0].get_text()

@@ -244,7 +244,8 @@ def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: l
         aps = {k: [r["metrics"][k] for r in runs] for k in METRICS}
         row = {"mean": {k: round(float(np.mean(v)), 2) for k, v in aps.items()},
                "std": {k: round(float(np.std(v)), 2) for k, v in aps.items()},
-               "seeds": len(runs), "peak_rss_mb": round(float(np.mean([r["peak_rss_mb"] for r in runs])), 1),
+               "ap_per_seed": aps["AP"], "seeds": len(runs),
+               "peak_rss_mb": round(float(np.mean([r["peak_rss_mb"] for r in runs])), 1),
                "curves": [r["curve"] for r in runs]}
         if base_ap is not None:
             row["gain_ap"] = round(float(np.mean(aps["AP"])) - base_ap, 2) + 0.0  # + 0.0: no "-0.0"

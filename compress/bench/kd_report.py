@@ -46,26 +46,68 @@ def write_kd_reports(report: dict, out: Path) -> str:
     table = kd_table(report)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(table + "\n")
-    import matplotlib
+    kd_figure(report).savefig(out.with_suffix(".png"), dpi=120)
+    return table
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, row in report["rows"].items():
+def kd_figure(report: dict):
+    """Curves, final AP and step cost in one picture: a gain reads only next to its seed spread and its price.
+
+    Left: val AP against iteration, mean over seeds with the min-max band. Middle: final AP per entry (bar:
+    mean; dots: each seed; the teacher dashed). Right: each timed step relative to the student alone (the
+    KD-off floor dotted), or a note when the timing phase did not run.
+    """
+    from matplotlib.figure import Figure  # no pyplot: nothing global to select or close
+
+    rows, teacher = report["rows"], report.get("teacher")
+    fig = Figure(figsize=(18, 5.5), layout="constrained")
+    curve_ax, ap_ax, step_ax = fig.subplots(1, 3, gridspec_kw={"width_ratios": [5, 4, 5]})
+    colours = {name: f"C{k}" for k, name in enumerate(rows)}
+    for name, row in rows.items():
         curves = [c for c in row["curves"] if c]
         if not curves:
             continue
         steps = [s for s, _ in curves[0]]
-        mean = [sum(c[i][1] for c in curves if i < len(c)) / len(curves) for i in range(len(steps))]
-        ax.plot(steps, mean, marker="o", label=name)
-    if report.get("teacher"):
-        ax.axhline(report["teacher"]["AP"], color="grey", linestyle="--", label="teacher")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("val AP (0-100), mean over seeds")
-    ax.set_title("student AP during training")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
-    plt.close(fig)
-    return table
+        points = [[c[i][1] for c in curves if i < len(c)] for i in range(len(steps))]
+        curve_ax.plot(steps, [sum(p) / len(p) for p in points], marker="o", color=colours[name], label=name)
+        if len(curves) > 1:
+            curve_ax.fill_between(steps, [min(p) for p in points], [max(p) for p in points], color=colours[name],
+                                  alpha=0.12, linewidth=0)
+    curve_ax.set(xlabel="iteration", ylabel="val AP (0-100)", title="AP during training (mean, min-max over seeds)")
+
+    names = list(rows)
+    ap_ax.bar(range(len(names)), [rows[n]["mean"]["AP"] for n in names], color=[colours[n] for n in names])
+    for k, name in enumerate(names):
+        seeds = rows[name].get("ap_per_seed", [])
+        ap_ax.scatter([k] * len(seeds), seeds, color="black", s=12, zorder=3)
+        if "gain_ap" in rows[name] and name != "baseline":
+            ap_ax.annotate(f"{rows[name]['gain_ap']:+}", (k, max([rows[name]["mean"]["AP"], *seeds])),
+                           textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    ap_ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ap_ax.set(ylabel="final val AP (0-100)",
+              title=f"final AP after {report['iterations']} it (dots: seeds; gain over baseline)")
+
+    for ax in (curve_ax, ap_ax):
+        if teacher:
+            ax.axhline(teacher["AP"], color="grey", linestyle="--", label="teacher")
+    curve_ax.legend(fontsize=7)
+
+    ratios = report.get("step_time_vs_student", {})
+    if ratios:
+        labels = list(ratios)
+        step_ax.barh(range(len(labels)), [ratios[k] for k in labels], color="C7")
+        step_ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        step_ax.invert_yaxis()
+        for k, label in enumerate(labels):
+            step_ax.annotate(f"{ratios[label]:.2f}x", (ratios[label], k), textcoords="offset points",
+                             xytext=(3, -3), fontsize=8)
+        step_ax.axvline(1.0, color="black", linewidth=0.8)
+        floor = ratios.get("student + teacher forward (KD off)")
+        if floor:
+            step_ax.axvline(floor, color="black", linestyle=":", linewidth=0.8)
+        step_ax.set(xlabel="s/step vs the student alone (median over rounds)", title="training step cost")
+    else:
+        step_ax.text(0.5, 0.5, "step times not measured\n(--timing-rounds 0)", ha="center", va="center",
+                     transform=step_ax.transAxes)
+        step_ax.set_axis_off()
+    return fig
