@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--student-config", default=DEFAULT_STUDENT, help="the student trained alone (baseline)")
     k.add_argument("--quick", action="store_true", help="1 seed, 300 iterations (under 45 min on 2 cores)")
     k.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
-    k.add_argument("--iters", type=int, default=None, help="default 600 (quick: 300)")
+    k.add_argument("--iters", type=int, default=None, help="default 1500, the `make distill` schedule (quick: 300)")
     k.add_argument("--val-interval", type=int, default=None, help="default iters / 3 (quick: iters / 2)")
     k.add_argument("--timing-iters", type=int, default=None, help="iterations per timing run (default 50)")
     k.add_argument("--timing-rounds", type=int, default=None,
@@ -219,7 +219,7 @@ def run_command(args: argparse.Namespace) -> None:
             raise ConfigError(f"--timing-rounds must be >= 0, got {args.timing_rounds}")
         if args.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-        iters = args.iters or (300 if args.quick else 600)
+        iters = args.iters or (300 if args.quick else 1500)
         report = run_bench_kd(args.config, args.student_config, args.out,
                               args.seeds or ([0] if args.quick else [0, 1, 2]), iters,
                               args.val_interval or iters // (2 if args.quick else 3),
