@@ -1,11 +1,15 @@
-"""The KD benchmark's table (markdown), AP-vs-iteration curves (PNG) and JSON."""
+"""The KD benchmark's table (markdown), figure (AP curves, final AP per seed, step cost: PNG) and JSON."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compress.bench.kd_matrix import METRICS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def kd_table(report: dict) -> str:
@@ -50,7 +54,7 @@ def write_kd_reports(report: dict, out: Path) -> str:
     return table
 
 
-def kd_figure(report: dict):
+def kd_figure(report: dict) -> Figure:
     """Curves, final AP and step cost in one picture: a gain reads only next to its seed spread and its price.
 
     Left: val AP against iteration, mean over seeds with the min-max band. Middle: final AP per entry (bar:
