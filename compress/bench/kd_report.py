@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compress.bench.kd_matrix import METRICS
+from compress.bench.kd_matrix import FLOOR, METRICS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -91,8 +91,8 @@ def kd_figure(report: dict) -> Figure:
     ap_ax.set(ylabel="final val AP (0-100)",
               title=f"final AP after {report['iterations']} it (dots: seeds; gain over baseline)")
 
-    for ax in (curve_ax, ap_ax):
-        if teacher:
+    if teacher:
+        for ax in (curve_ax, ap_ax):
             ax.axhline(teacher["AP"], color="grey", linestyle="--", label="teacher")
     curve_ax.legend(fontsize=7)
 
@@ -106,7 +106,7 @@ def kd_figure(report: dict) -> Figure:
             step_ax.annotate(f"{ratios[label]:.2f}x", (ratios[label], k), textcoords="offset points",
                              xytext=(3, -3), fontsize=8)
         step_ax.axvline(1.0, color="black", linewidth=0.8)
-        floor = ratios.get("student + teacher forward (KD off)")
+        floor = ratios.get(FLOOR)
         if floor:
             step_ax.axvline(floor, color="black", linestyle=":", linewidth=0.8)
         step_ax.set(xlabel="s/step vs the student alone (median over rounds)", title="training step cost")

@@ -242,10 +242,13 @@ class DETRDistiller(BaseModel):
             if (a is None) != (b is None) or (a is not None and not torch.allclose(a, b)):
                 raise ConfigError(f"teacher and student data_preprocessor.{attr} differ; both models see the "
                                   f"same normalised batch, so set them equal")
-        needs_assigner = self.query_cfg.enable or self._split_matching()
-        if needs_assigner and getattr(self.teacher.bbox_head, "assigner", None) is None:
+        if self._needs_teacher_assignment() and getattr(self.teacher.bbox_head, "assigner", None) is None:
             raise ConfigError("the teacher config has no train_cfg.assigner, which query_prior and "
                               "logits_kd.mode='split' need (the teacher's own assignment)")
+
+    def _needs_teacher_assignment(self) -> bool:
+        """The teacher's own GT assignment feeds the query prior and the split matching's positives."""
+        return self.query_cfg.enable or self._split_matching()
 
     def _split_matching(self) -> bool:
         """Whether the student-teacher matching (logits KD, contrastive term) is the paper's split one."""
@@ -294,8 +297,7 @@ class DETRDistiller(BaseModel):
         losses = detection_loss(self.student, student, gts, metas)
 
         num_t, num_s = teacher.cls_scores.shape[0], student.cls_scores.shape[0]
-        needs_targets = self.query_cfg.enable or self._split_matching()
-        targets = self._teacher_targets(teacher, gts, metas) if needs_targets else {}
+        targets = self._teacher_targets(teacher, gts, metas) if self._needs_teacher_assignment() else {}
         groups = group_stages(num_t, num_s)
         if self.logits_cfg.enable or self.contrast_cfg.enable:
             matched = self._match_stages(teacher, student, targets, groups)
