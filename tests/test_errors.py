@@ -139,3 +139,18 @@ def test_missing_init_checkpoint_is_one_line(tiny_pair):
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.strip().splitlines()[-1] == ("error: checkpoint not found: nowhere/bb.pth; train it first "
                                                    "or fix the path in the config")
+
+
+def test_teacher_without_assigner_is_one_line_where_its_assignment_is_needed(tmp_path):
+    """The query prior and the split matching reuse the teacher's own GT assignment; a teacher config without
+    train_cfg.assigner stops at build time, and builds when neither is on."""
+    teacher = {k: v for k, v in tiny_model("deformable").items() if k != "train_cfg"}
+    student = tiny_model("deformable")
+    with pytest.raises(ConfigError) as err:
+        build_distiller(tmp_path, teacher, student)
+    assert "no train_cfg.assigner" in _one_line(err)
+    with pytest.raises(ConfigError) as err:  # the contrastive term alone, on the split matching
+        build_distiller(tmp_path, teacher, student, query_prior=dict(enable=False),
+                        logits_kd=dict(enable=False, mode="split"), contrastive_kd=dict(enable=True))
+    assert "no train_cfg.assigner" in _one_line(err)
+    build_distiller(tmp_path, teacher, student, query_prior=dict(enable=False))
