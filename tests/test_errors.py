@@ -154,3 +154,47 @@ def test_teacher_without_assigner_is_one_line_where_its_assignment_is_needed(tmp
                         logits_kd=dict(enable=False, mode="split"), contrastive_kd=dict(enable=True))
     assert "no train_cfg.assigner" in _one_line(err)
     build_distiller(tmp_path, teacher, student, query_prior=dict(enable=False))
+
+
+def test_query_prior_schedule_hook_rejects_a_bad_iteration_and_a_distiller_without_the_group(tmp_path):
+    from types import SimpleNamespace
+
+    from compress.distill.hooks import QueryPriorScheduleHook
+
+    with pytest.raises(ConfigError) as err:
+        QueryPriorScheduleHook(until_iter=0)
+    assert "until_iter must be >= 1, got 0" in _one_line(err)
+    distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable"),
+                                query_prior=dict(enable=False))
+    with pytest.raises(ConfigError) as err:
+        QueryPriorScheduleHook(until_iter=5).before_train(SimpleNamespace(model=distiller))
+    assert "query_prior.enable=True" in _one_line(err)
+
+
+def test_query_prior_schedule_hook_under_ddp_needs_find_unused_parameters(tmp_path):
+    """After the switch a narrower student's query projection gets no gradient, which DDP rejects unless told;
+    a one-process gloo group stands in for torchrun, with mmengine's real wrapper."""
+    import socket
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+
+    from compress.distill.hooks import QueryPriorScheduleHook
+
+    distiller = build_distiller(tmp_path, tiny_model("deformable", embed_dims=128),
+                                tiny_model("deformable", embed_dims=64))
+    assert distiller.query_proj is not None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        hook = QueryPriorScheduleHook(until_iter=5)
+        with pytest.raises(ConfigError) as err:
+            hook.before_train(SimpleNamespace(model=MMDistributedDataParallel(module=distiller)))
+        assert "find_unused_parameters=True" in _one_line(err)
+        hook.before_train(SimpleNamespace(model=MMDistributedDataParallel(module=distiller,
+                                                                          find_unused_parameters=True)))
+    finally:
+        dist.destroy_process_group()

@@ -41,6 +41,27 @@ def test_distill_cli_end_to_end(tiny_pair, tmp_path):
     assert any(k.startswith("student.") for k in full["state_dict"]) and "optimizer" in full
 
 
+def test_query_prior_schedule_hook_stops_the_group_at_its_iteration(tiny_pair, tmp_path):
+    """Named in custom_hooks, the hook runs the teacher-query group (its loss_qp_* terms) up to until_iter
+    and not after, in the real Runner. The log keeps a stopped term's last value, so the evidence is the
+    logged total: with or without the group's terms in it."""
+    config = write_distill_config(tiny_pair, "qp_until", iters=4, val_interval=4, ckpt_interval=4)
+    config.write_text(config.read_text() + "custom_hooks = [dict(type='QueryPriorScheduleHook', until_iter=2)]\n"
+                      "log_processor = dict(window_size=1)\n")
+    work = tmp_path / "work"
+    res = run_cli("distill", "--config", str(config), "--work-dir", str(work))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in next(work.glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    train = {row["iter"]: row for row in rows if "loss" in row}
+    assert sorted(train) == [1, 2, 3, 4]
+    for it, row in train.items():
+        group = sum(v for k, v in row.items() if k.startswith("loss_qp_"))
+        rest = sum(v for k, v in row.items() if "loss" in k and k != "loss" and not k.startswith("loss_qp_"))
+        assert group > 0.1 and rest > 0.1
+        expected = rest + group if it <= 2 else rest
+        assert row["loss"] == pytest.approx(expected, abs=0.01), it
+
+
 @pytest.mark.slow
 def test_resume_after_kill_restores_iteration_and_optimizer(tiny_pair, tmp_path):
     config = write_distill_config(tiny_pair, "resume", iters=16, val_interval=100, ckpt_interval=4)

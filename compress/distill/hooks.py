@@ -7,8 +7,9 @@ import math
 import torch
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 
-from compress.errors import TrainingError
+from compress.errors import ConfigError, TrainingError
 
 
 @HOOKS.register_module()
@@ -29,3 +30,35 @@ class NaNLossHook(Hook):
             raise TrainingError(
                 f"non-finite loss ({', '.join(bad)}) at iteration {runner.iter + 1} of {runner.cfg.filename}; "
                 f"lower optim_wrapper.optimizer.lr or check the annotations for degenerate boxes")
+
+
+@HOOKS.register_module()
+class QueryPriorScheduleHook(Hook):
+    """Run the query-prior group for the first ``until_iter`` iterations only.
+
+    The group exists to hold the student's assignment steady while it still flips (DETRDistill Sec. 3.4),
+    which is early training; after that it costs a decoder pass per step. A hook, like mmdet's
+    PipelineSwitchHook, so the switch point lives in the config and a resumed run switches by the restored
+    iteration. Off unless a config lists it (``custom_hooks``).
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, until_iter: int) -> None:
+        if until_iter < 1:
+            raise ConfigError(f"QueryPriorScheduleHook.until_iter must be >= 1, got {until_iter}")
+        self.until_iter = until_iter
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not getattr(getattr(model, "query_cfg", None), "enable", False):
+            raise ConfigError("QueryPriorScheduleHook needs a DETRDistiller with query_prior.enable=True")
+        if (is_model_wrapper(runner.model) and model.query_proj is not None
+                and not getattr(runner.model, "find_unused_parameters", True)):
+            raise ConfigError("QueryPriorScheduleHook leaves the query projection without gradients after "
+                              f"iteration {self.until_iter}; set model_wrapper_cfg=dict(type="
+                              "'MMDistributedDataParallel', find_unused_parameters=True)")
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model.query_cfg.enable = runner.iter < self.until_iter
