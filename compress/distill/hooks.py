@@ -36,10 +36,11 @@ class NaNLossHook(Hook):
 class QueryPriorScheduleHook(Hook):
     """Run the query-prior group for the first ``until_iter`` iterations only.
 
-    The group exists to hold the student's assignment steady while it still flips (DETRDistill Sec. 3.4),
-    which is early training; after that it costs a decoder pass per step. A hook, like mmdet's
-    PipelineSwitchHook, so the switch point lives in the config and a resumed run switches by the restored
-    iteration. Off unless a config lists it (``custom_hooks``).
+    The paper motivates the group by early training, when the student's assignment still flips (Sec. 3.4);
+    every step pays for its decoding, its losses and the teacher's assignment. On the default pair it carried
+    its gain until two thirds of the schedule and nothing after (README), hence a switch point rather than a
+    decaying weight. A hook, like mmdet's PipelineSwitchHook, so the switch point lives in the config and a
+    resumed run switches by the restored iteration. Off unless a config lists it (``custom_hooks``).
     """
 
     priority = "VERY_HIGH"
