@@ -21,6 +21,7 @@ import compress.distill  # noqa: F401,E402  (registrations; configs also import 
 from compress import __version__
 from compress.checkpoints import save_model_file, sha256_file
 from compress.config import check_datasets, check_num_classes, load_config
+from compress.distill.hooks import unwrap
 from compress.errors import ConfigError, TrainingError
 from compress.evaluation import coco_summary, evaluate_model
 from compress.report import plot_training_curves, render_table
@@ -62,10 +63,6 @@ def run_training(runner: Runner) -> None:
         raise TrainingError(f"training diverged (NaN predictions) at iteration {runner.iter + 1} of "
                             f"{runner.cfg.filename}; lower optim_wrapper.optimizer.lr or check the annotations "
                             f"for degenerate boxes") from None
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
 
 
 def detector_of(model: torch.nn.Module) -> torch.nn.Module:

@@ -7,9 +7,14 @@ import math
 import torch
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from compress.errors import ConfigError, TrainingError
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside mmengine's DDP wrapper (or the model itself); here so that hooks and
+    compress.training share it without importing each other."""
+    return getattr(model, "module", model)
 
 
 @HOOKS.register_module()
@@ -51,15 +56,14 @@ class QueryPriorScheduleHook(Hook):
         self.until_iter = until_iter
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap(runner.model)
         if not getattr(getattr(model, "query_cfg", None), "enable", False):
             raise ConfigError("QueryPriorScheduleHook needs a DETRDistiller with query_prior.enable=True")
-        if (is_model_wrapper(runner.model) and model.query_proj is not None
+        if (model is not runner.model and model.query_proj is not None
                 and not getattr(runner.model, "find_unused_parameters", True)):
             raise ConfigError("QueryPriorScheduleHook leaves the query projection without gradients after "
                               f"iteration {self.until_iter}; set model_wrapper_cfg=dict(type="
                               "'MMDistributedDataParallel', find_unused_parameters=True)")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        model.query_cfg.enable = runner.iter < self.until_iter
+        unwrap(runner.model).query_cfg.enable = runner.iter < self.until_iter
