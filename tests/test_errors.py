@@ -174,21 +174,18 @@ def test_query_prior_schedule_hook_rejects_a_bad_iteration_and_a_distiller_witho
 def test_query_prior_schedule_hook_under_ddp_needs_find_unused_parameters(tmp_path):
     """After the switch a narrower student's query projection gets no gradient, which DDP rejects unless told;
     a one-process gloo group stands in for torchrun, with mmengine's real wrapper."""
-    import socket
     from types import SimpleNamespace
 
     import torch.distributed as dist
     from mmengine.model import MMDistributedDataParallel
 
     from compress.distill.hooks import QueryPriorScheduleHook
+    from serve.process import free_port
 
     distiller = build_distiller(tmp_path, tiny_model("deformable", embed_dims=128),
                                 tiny_model("deformable", embed_dims=64))
     assert distiller.query_proj is not None
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         hook = QueryPriorScheduleHook(until_iter=5)
         with pytest.raises(ConfigError) as err:

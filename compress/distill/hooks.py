@@ -59,8 +59,8 @@ class QueryPriorScheduleHook(Hook):
         model = unwrap(runner.model)
         if not getattr(getattr(model, "query_cfg", None), "enable", False):
             raise ConfigError("QueryPriorScheduleHook needs a DETRDistiller with query_prior.enable=True")
-        if (model is not runner.model and model.query_proj is not None
-                and not getattr(runner.model, "find_unused_parameters", True)):
+        # only mmengine's DDP wrapper has the attribute: an unwrapped model passes
+        if model.query_proj is not None and not getattr(runner.model, "find_unused_parameters", True):
             raise ConfigError("QueryPriorScheduleHook leaves the query projection without gradients after "
                               f"iteration {self.until_iter}; set model_wrapper_cfg=dict(type="
                               "'MMDistributedDataParallel', find_unused_parameters=True)")
