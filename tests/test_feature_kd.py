@@ -8,12 +8,17 @@ import pytest
 import torch
 
 from compress.distill.losses.feature_kd import (
+    box_masks,
     masked_feature_loss,
     quality_mask,
     quality_masks,
     query_evidence,
     select_queries,
+    weight_in_boxes,
 )
+from compress.errors import ConfigError
+from tests.distill_helpers import build_distiller, make_batch, run_steps
+from tests.tiny import tiny_model
 
 
 def test_quality_mask_hand_computed():
@@ -71,3 +76,107 @@ def test_batched_masks_equal_the_per_query_cosine_sum():
             cos = torch.nn.functional.cosine_similarity(queries[b][:, :, None, None], feature[b][None], dim=1)
             psi = (quality[b][:, None, None] * cos).sum(0).clamp(min=0.01)
             torch.testing.assert_close(masks[level][b], psi / psi.max())
+
+
+def test_box_mask_hand_computed():
+    """4 x 4 input, one 2 x 2 level (cells of 2 px): quality lands on every cell a box overlaps."""
+    boxes = torch.tensor([[[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 3.0, 3.0], [0.0, 2.0, 2.0, 4.0]]])
+    quality = torch.tensor([[0.5, 0.2, 0.1]])
+    # box 0 in cell (0, 0); box 1 overlaps all four; box 2 fills cell (1, 0) and only touches its neighbours
+    psi = torch.tensor([[0.7, 0.2], [0.3, 0.2]])
+    (mask,) = box_masks(boxes, quality, (4, 4), [(2, 2)])
+    torch.testing.assert_close(mask, (psi / 0.7)[None])
+
+
+def test_box_mask_clamps_cells_without_boxes():
+    boxes = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+    (mask,) = box_masks(boxes, torch.tensor([[0.5]]), (4, 4), [(2, 2)])
+    torch.testing.assert_close(mask, torch.tensor([[[1.0, 0.02], [0.02, 0.02]]]))  # 0.01 / 0.5
+
+
+def test_box_masks_equal_a_per_cell_overlap_loop():
+    torch.manual_seed(0)
+    corners = torch.rand(2, 6, 2, 2) * torch.tensor([48.0, 32.0])
+    boxes = torch.cat([corners.min(dim=2).values, corners.max(dim=2).values], dim=-1)  # (B, M, 4) xyxy
+    quality = torch.rand(2, 6)
+    sizes = [(4, 6), (2, 3), (1, 2)]
+    masks = box_masks(boxes, quality, (32, 48), sizes)
+    for (h, w), mask in zip(sizes, masks):
+        sy, sx = 32 / h, 48 / w
+        for b in range(2):
+            psi = torch.zeros(h, w)
+            for (x1, y1, x2, y2), q in zip(boxes[b].tolist(), quality[b].tolist()):
+                for i in range(h):
+                    for j in range(w):
+                        if x1 < (j + 1) * sx and x2 > j * sx and y1 < (i + 1) * sy and y2 > i * sy:
+                            psi[i, j] += q
+            psi = psi.clamp(min=0.01)
+            torch.testing.assert_close(mask[b], psi / psi.max())
+
+
+def test_box_mask_trains_in_the_distiller(tmp_path):
+    distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4, embed_dims=32),
+                                logits_kd=dict(enable=False), query_prior=dict(enable=False),
+                                feature_kd=dict(mask="boxes"))
+    history = run_steps(distiller, steps=2)
+    keys = [k for k in history[0] if k.startswith("loss_fkd_t")]
+    assert keys and all(torch.isfinite(h[k]) and h[k] > 0 for h in history for k in keys)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.feature_adapters.parameters())
+
+
+@pytest.mark.parametrize("mask", ["cosine", "boxes"])
+def test_only_the_cosine_mask_follows_the_query_embeddings(tmp_path, mask):
+    """The box mask is drawn from the selected queries' boxes: scrambling the teacher's decoder embeddings
+    leaves it unchanged and moves the official cosine mask."""
+    distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                                feature_kd=dict(mask=mask))
+    data = distiller.data_preprocessor(make_batch(2, 96, seed=0), True)
+    samples = data["data_samples"]
+    teacher = distiller._teacher_forward(data["inputs"], samples)
+    # no GT: quality = score (a random teacher's boxes miss the GT, whose IoU would zero every quality)
+    gts, metas, maps = [s.gt_instances[:0] for s in samples], [s.metainfo for s in samples], list(teacher.feats)
+    before = distiller._quality_masks(teacher, 0, maps, gts, metas)
+    hidden = teacher.head_inputs["hidden_states"]
+    teacher.head_inputs = {**teacher.head_inputs, "hidden_states": torch.randn_like(hidden)}
+    after = distiller._quality_masks(teacher, 0, maps, gts, metas)
+    assert [m.shape for m in before] == [m.shape[:1] + m.shape[2:] for m in maps]
+    assert all(m.min() < 1 for m in before)  # not the all-clamped mask
+    unchanged = all(torch.equal(a, b) for a, b in zip(before, after))
+    assert unchanged == (mask == "boxes")
+
+
+def test_unknown_feature_mask_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="feature_kd.mask must be one of"):
+        build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                        feature_kd=dict(mask="gaussian"))
+
+
+def test_weight_in_boxes_hand_computed():
+    psi = torch.tensor([[[1.0, 0.5], [0.5, 0.5]], [[0.2, 0.2], [0.2, 1.0]]])  # two images, 2 x 2 cells of 2 px
+    boxes = [torch.tensor([[0.5, 0.5, 1.5, 1.5]]), torch.tensor([[2.5, 0.0, 4.0, 1.0], [0.0, 3.0, 1.0, 4.0]])]
+    area, weight = weight_in_boxes(psi, boxes, (4, 4))
+    # image 0: cell (0, 0) inside; image 1: cells (0, 1) and (1, 0): 3 of 8 cells
+    assert area == pytest.approx(3 / 8)
+    assert weight == pytest.approx((1.0 + 0.04 + 0.04) / (1 + 0.25 * 3 + 0.04 * 3 + 1.0))
+
+
+def test_mask_focus_tool_reports_both_masks(tiny_pair, tmp_path):
+    """tools/feature_mask_focus.py: one row per mask, teacher stage and level, shares in [0, 1]."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.run_helpers import REPO, subprocess_env, write_distill_config
+
+    config = write_distill_config(tiny_pair, "focus", iters=2, val_interval=2, ckpt_interval=2)
+    out = tmp_path / "focus.json"
+    res = subprocess.run([sys.executable, "tools/feature_mask_focus.py", "--config", str(config), "--batches", "1",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO,
+                         env=subprocess_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    keys = {(r["mask"], r["stage"], r["level"]) for r in rows}
+    stages, levels = {r["stage"] for r in rows}, {r["level"] for r in rows}
+    assert keys == {(m, s, lv) for m in ("cosine", "boxes") for s in stages for lv in levels} and len(levels) > 1
+    assert all(0 < r["gt_area"] <= 1 and 0 <= r["weight_in_gt"] <= 1 for r in rows)
+    assert res.stdout.count("| boxes |") == len(rows) // 2

@@ -31,6 +31,7 @@ from compress.distill.box_ops import cxcywh_to_xyxy
 from compress.distill.losses.contrastive_kd import ContrastiveHead, ContrastiveKDConfig
 from compress.distill.losses.feature_kd import (
     FeatureKDConfig,
+    box_masks,
     masked_feature_loss,
     quality_masks,
     query_evidence,
@@ -398,16 +399,24 @@ class DETRDistiller(BaseModel):
 
     def _quality_masks(self, teacher: Taps, stage: int, t_maps: list[torch.Tensor], gts: list,
                        metas: list[dict]) -> list[torch.Tensor]:
+        cfg = self.feature_cfg
         probs = class_logits(teacher.cls_scores[stage], self.t_softmax).sigmoid()
         hidden = teacher.head_inputs["hidden_states"][stage]
-        evidence = []
+        evidence, boxes, qualities = [], [], []
         for b, (gt, meta) in enumerate(zip(gts, metas)):
             h, w = meta["img_shape"]
-            scale = probs.new_tensor([w, h, w, h])
-            query, quality = select_queries(probs[b], cxcywh_to_xyxy(teacher.bbox_preds[stage, b]) * scale,
-                                            gt.bboxes.to(probs.device).float(), self.feature_cfg.top_m)
-            evidence.append(query_evidence(hidden[b, query], quality))
-        return quality_masks(torch.stack(evidence), t_maps, self.feature_cfg.min_mask)
+            pixels = cxcywh_to_xyxy(teacher.bbox_preds[stage, b]) * probs.new_tensor([w, h, w, h])
+            query, quality = select_queries(probs[b], pixels, gt.bboxes.to(probs.device).float(), cfg.top_m)
+            if cfg.mask == "boxes":
+                boxes.append(pixels[query])
+                qualities.append(quality)
+            else:
+                evidence.append(query_evidence(hidden[b, query], quality))
+        if cfg.mask == "boxes":  # the maps cover the padded batch input, as the boxes' pixels do
+            sizes = [tuple(m.shape[-2:]) for m in t_maps]
+            return box_masks(torch.stack(boxes), torch.stack(qualities), metas[0]["batch_input_shape"], sizes,
+                             cfg.min_mask)
+        return quality_masks(torch.stack(evidence), t_maps, cfg.min_mask)
 
     def _query_group(self, teacher: Taps) -> dict[str, torch.Tensor]:
         """The teacher's detached decoder queries, projected to the student's width where they differ."""

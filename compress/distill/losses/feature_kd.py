@@ -5,6 +5,12 @@ quality q = score x (max IoU of its box with the image's GT) (q = score for an i
 of a feature level is psi = clamp(sum_i q_i cos(Q_i, F_T(x, y)), min=0.01) divided by its spatial maximum,
 and the loss is mean((psi * (F_T - phi(F_S)))^2) over B x C x H x W, summed over levels. The paper's
 unweighted mask gives only minor gains; the quality weighting is what concentrates the loss on objects.
+
+That concentration needs the teacher's decoder queries to point the same way as its features at the objects
+they found. Where they do not (on the embedded default the mask puts about as much of its weight inside the
+GT boxes as their share of the map: ``tools/feature_mask_focus.py``), ``mask='boxes'`` keeps the same top-M
+queries and quality and lays each quality on the footprint of the query's predicted box instead of its
+cosine: psi = clamp(sum_i q_i [cell (x, y) overlaps box_i], min=0.01) / max, target-aware by construction.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ SOURCES = ("neck", "encoder")
 # 'detrdistill': the quality-weighted mask below; 'fitnet' and 'mgd': the peer baselines of the paper's
 # comparison, on the same features and adapters (losses/fitnet.py, losses/mgd.py).
 METHODS = ("detrdistill", "fitnet", "mgd")
+MASKS = ("cosine", "boxes")
 
 
 @dataclass
@@ -31,12 +38,15 @@ class FeatureKDConfig:
     min_mask: float = 0.01
     method: str = "detrdistill"
     mgd_mask_ratio: float = 0.65
+    mask: str = "cosine"
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"feature_kd.source must be one of {SOURCES}, got {self.source!r}")
         if self.method not in METHODS:
             raise ValueError(f"feature_kd.method must be one of {METHODS}, got {self.method!r}")
+        if self.mask not in MASKS:
+            raise ValueError(f"feature_kd.mask must be one of {MASKS}, got {self.mask!r}")
         if not 0 <= self.mgd_mask_ratio < 1:
             raise ValueError(f"feature_kd.mgd_mask_ratio must be in [0, 1), got {self.mgd_mask_ratio}")
 
@@ -66,14 +76,49 @@ def query_evidence(queries: torch.Tensor, quality: torch.Tensor) -> torch.Tensor
     return (quality[:, None] * F.normalize(queries, dim=-1)).sum(0)
 
 
+def normalised(psi: torch.Tensor, min_mask: float) -> torch.Tensor:
+    """clamp(psi, min_mask) over its per-image maximum: (B, H, W) in (0, 1]."""
+    psi = psi.clamp(min=min_mask)
+    return psi / psi.flatten(1).max(dim=1).values[:, None, None]
+
+
 def quality_masks(evidence: torch.Tensor, features: list[torch.Tensor], min_mask: float = 0.01
                   ) -> list[torch.Tensor]:
     """psi (B, H, W) in (0, 1] per level; evidence (B, E) from ``query_evidence``, features (B, E, H, W)."""
-    masks = []
-    for feature in features:
-        psi = torch.einsum("be,behw->bhw", evidence, F.normalize(feature, dim=1)).clamp(min=min_mask)
-        masks.append(psi / psi.flatten(1).max(dim=1).values[:, None, None])
-    return masks
+    return [normalised(torch.einsum("be,behw->bhw", evidence, F.normalize(feature, dim=1)), min_mask)
+            for feature in features]
+
+
+def box_cover(boxes_xyxy: torch.Tensor, weights: torch.Tensor, input_hw: tuple[int, int], size: tuple[int, int]
+              ) -> torch.Tensor:
+    """(B, H, W): the summed weight of the boxes overlapping each cell of an H x W map over the input.
+
+    boxes (B, M, 4) in input pixels, weights (B, M). A cell counts for a box when their areas overlap, so a box
+    smaller than a coarse level's stride still marks the cell it lies in."""
+    (in_h, in_w), (h, w) = input_hw, size
+    edges_x = torch.arange(w + 1, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) * (in_w / w)
+    edges_y = torch.arange(h + 1, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) * (in_h / h)
+    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)  # each (B, M)
+    in_x = (x1[..., None] < edges_x[1:]) & (x2[..., None] > edges_x[:-1])  # (B, M, W)
+    in_y = (y1[..., None] < edges_y[1:]) & (y2[..., None] > edges_y[:-1])  # (B, M, H)
+    return torch.einsum("bm,bmh,bmw->bhw", weights, in_y.to(weights.dtype), in_x.to(weights.dtype))
+
+
+def box_masks(boxes_xyxy: torch.Tensor, quality: torch.Tensor, input_hw: tuple[int, int],
+              sizes: list[tuple[int, int]], min_mask: float = 0.01) -> list[torch.Tensor]:
+    """psi (B, H, W) in (0, 1] per level from (B, M, 4) boxes in input pixels and (B, M) quality."""
+    return [normalised(box_cover(boxes_xyxy, quality, input_hw, size), min_mask) for size in sizes]
+
+
+def weight_in_boxes(psi: torch.Tensor, boxes_xyxy: list[torch.Tensor], input_hw: tuple[int, int]
+                    ) -> tuple[float, float]:
+    """How target-aware a mask is: (share of the cells inside any box, share of the loss weight psi^2 there)
+    over the batch. psi (B, H, W); boxes_xyxy one (G, 4) tensor in input pixels per image. A mask blind to the
+    objects puts the same share of its weight inside them as their share of the map."""
+    inside = torch.stack([box_cover(b[None].to(psi), psi.new_ones(1, len(b)), input_hw, psi.shape[-2:])[0] > 0
+                          for b in boxes_xyxy]).to(psi.dtype)
+    weight = psi**2
+    return inside.mean().item(), (weight * inside).sum().item() / weight.sum().item()
 
 
 def quality_mask(queries: torch.Tensor, quality: torch.Tensor, feature: torch.Tensor, min_mask: float = 0.01
