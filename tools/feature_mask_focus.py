@@ -53,7 +53,7 @@ def main() -> None:
         samples = data["data_samples"]
         teacher = distiller._teacher_forward(data["inputs"], samples)
         gts, metas = [s.gt_instances for s in samples], [s.metainfo for s in samples]
-        boxes = [gt.bboxes.tensor if hasattr(gt.bboxes, "tensor") else gt.bboxes for gt in gts]
+        boxes = [gt.bboxes for gt in gts]  # tensors: the data preprocessor converts box types (boxtype2tensor)
         maps = list(teacher.feats) if distiller.feature_cfg.source == "neck" else teacher.encoder_maps()
         for mask in MASKS:
             distiller.feature_cfg = dataclasses.replace(distiller.feature_cfg, mask=mask)
