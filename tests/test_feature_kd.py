@@ -63,6 +63,9 @@ def test_masked_feature_loss_hand_computed():
     mask = [torch.tensor([[[1.0, 0.5]]])]
     # mean over B x C x H x W of (psi * 1)^2 = (1 + 0.25 + 1 + 0.25) / 4
     assert masked_feature_loss(f_t, f_s, mask).item() == pytest.approx(0.625)
+    # one value per stage's mask (leading dim): the second mask weights only pixel 1, by 0.2^2 on both channels
+    stages = [torch.tensor([[[[1.0, 0.5]]], [[[0.0, 0.2]]]])]
+    torch.testing.assert_close(masked_feature_loss(f_t, f_s, stages), torch.tensor([0.625, 2 * 0.04 / 4]))
 
 
 def test_batched_masks_equal_the_per_query_cosine_sum():
@@ -135,14 +138,63 @@ def test_only_the_cosine_mask_follows_the_query_embeddings(tmp_path, mask):
     teacher = distiller._teacher_forward(data["inputs"], samples)
     # no GT: quality = score (a random teacher's boxes miss the GT, whose IoU would zero every quality)
     gts, metas, maps = [s.gt_instances[:0] for s in samples], [s.metainfo for s in samples], list(teacher.feats)
-    before = distiller._quality_masks(teacher, 0, maps, gts, metas)
+    before = distiller._quality_masks(teacher, maps, gts, metas)
     hidden = teacher.head_inputs["hidden_states"]
     teacher.head_inputs = {**teacher.head_inputs, "hidden_states": torch.randn_like(hidden)}
-    after = distiller._quality_masks(teacher, 0, maps, gts, metas)
-    assert [m.shape for m in before] == [m.shape[:1] + m.shape[2:] for m in maps]
+    after = distiller._quality_masks(teacher, maps, gts, metas)
+    assert [m.shape for m in before] == [(hidden.shape[0], *m.shape[:1], *m.shape[2:]) for m in maps]
     assert all(m.min() < 1 for m in before)  # not the all-clamped mask
     unchanged = all(torch.equal(a, b) for a, b in zip(before, after))
     assert unchanged == (mask == "boxes")
+
+
+@pytest.mark.parametrize("mask", ["cosine", "boxes"])
+def test_stage_batched_feature_kd_equals_the_per_stage_definition(tmp_path, mask):
+    """The distiller builds every teacher stage's masks together and sums the squared error over channels once;
+    the values and the gradients into the student's features equal the definition: per stage and image, the
+    top-M queries, their mask, and mean((psi * (F_T - phi(F_S)))^2) per level."""
+    from mmengine.structures import InstanceData
+
+    from compress.distill.box_ops import cxcywh_to_xyxy
+    from compress.distill.taps import forward_taps
+
+    distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                                feature_kd=dict(mask=mask, top_m=7))
+    data = distiller.data_preprocessor(make_batch(2, 96, seed=0), True)
+    inputs, samples = data["inputs"], data["data_samples"]
+    teacher = distiller._teacher_forward(inputs, samples)
+    metas = [s.metainfo for s in samples]
+    h, w = metas[1]["img_shape"]
+    # image 0 without GT (quality = score); image 1 with GT on two teacher boxes (quality = score x IoU > 0)
+    own = cxcywh_to_xyxy(teacher.bbox_preds[-1, 1, :2]) * torch.tensor([w, h, w, h])
+    gts = [samples[0].gt_instances[:0], InstanceData(bboxes=own + 1.0, labels=torch.zeros(2, dtype=torch.long))]
+    student = forward_taps(distiller.student, inputs, samples)
+    losses = distiller._feature_kd(teacher, student, gts, metas)
+    t_maps = list(teacher.feats)
+    s_maps = [adapter(m) for adapter, m in zip(distiller.feature_adapters, student.feats)]
+    probs = teacher.cls_scores.sigmoid()
+    for stage in range(teacher.cls_scores.shape[0]):
+        psi = [[] for _ in t_maps]
+        for b, meta in enumerate(metas):
+            h, w = meta["img_shape"]
+            pixels = cxcywh_to_xyxy(teacher.bbox_preds[stage, b]) * torch.tensor([w, h, w, h])
+            query, quality = select_queries(probs[stage, b], pixels, gts[b].bboxes.float(), 7)
+            for level, t_map in enumerate(t_maps):
+                if mask == "cosine":
+                    hidden = teacher.head_inputs["hidden_states"][stage, b, query]
+                    psi[level].append(quality_mask(hidden, quality, t_map[b]))
+                else:
+                    (one,) = box_masks(pixels[query][None], quality[None], meta["batch_input_shape"],
+                                       [tuple(t_map.shape[-2:])])
+                    psi[level].append(one[0])
+        expected = sum(((torch.stack(p)[:, None] * (f_t - f_s)) ** 2).mean() for p, f_t, f_s in
+                       zip(psi, t_maps, s_maps)) * distiller.feature_cfg.weight
+        torch.testing.assert_close(losses[f"loss_fkd_t{stage}"], expected)
+        assert any(p.min() < 1 for p in psi[0])  # not the all-clamped mask
+        grads = torch.autograd.grad(losses[f"loss_fkd_t{stage}"], list(student.feats), retain_graph=True)
+        expected_grads = torch.autograd.grad(expected, list(student.feats), retain_graph=True)
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want)
 
 
 def test_unknown_feature_mask_is_refused(tmp_path):

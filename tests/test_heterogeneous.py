@@ -39,13 +39,15 @@ def test_different_query_counts(tmp_path, t_queries, s_queries):
 @pytest.mark.parametrize("family", ["deformable", "dab", "detr"])
 def test_different_embedding_widths_use_adapters(tmp_path, family):
     distiller = build_distiller(tmp_path, tiny_model(family, embed_dims=128), tiny_model(family, embed_dims=64))
-    assert isinstance(distiller.feature_adapters[0], torch.nn.Conv2d)
-    assert distiller.feature_adapters[0].in_channels == 64 and distiller.feature_adapters[0].out_channels == 128
+    levels = 1 if family in ("dab", "detr") else 4  # one adapter per feature level the neck puts out
+    assert len(distiller.feature_adapters) == levels
+    assert all(isinstance(a, torch.nn.Conv2d) and (a.in_channels, a.out_channels) == (64, 128)
+               for a in distiller.feature_adapters)
     assert distiller.query_proj is not None and distiller.query_proj.weight.shape == (64, 128)
     before = teacher_snapshot(distiller)
     history = run_steps(distiller)
     _check(distiller, history, student_stages=2, teacher_stages=2)
-    assert distiller.feature_adapters[0].weight.grad.abs().sum() > 0
+    assert all(a.weight.grad.abs().sum() > 0 for a in distiller.feature_adapters)  # every level is distilled
     assert distiller.query_proj.weight.grad is not None or family == "dab"  # DAB's prior is width-free anchors
     assert all(torch.equal(before[k], v) for k, v in distiller.teacher.state_dict().items())
 

@@ -57,8 +57,8 @@ def main() -> None:
         maps = list(teacher.feats) if distiller.feature_cfg.source == "neck" else teacher.encoder_maps()
         for mask in MASKS:
             distiller.feature_cfg = dataclasses.replace(distiller.feature_cfg, mask=mask)
-            for stage in range(teacher.cls_scores.shape[0]):
-                for level, psi in enumerate(distiller._quality_masks(teacher, stage, maps, gts, metas)):
+            for level, stages in enumerate(distiller._quality_masks(teacher, maps, gts, metas)):
+                for stage, psi in enumerate(stages):
                     area, weight = weight_in_boxes(psi, boxes, metas[0]["batch_input_shape"])
                     sums[(mask, stage, level)][0] += area / args.batches
                     sums[(mask, stage, level)][1] += weight / args.batches

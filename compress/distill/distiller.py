@@ -32,6 +32,7 @@ from compress.distill.losses.contrastive_kd import ContrastiveHead, ContrastiveK
 from compress.distill.losses.feature_kd import (
     FeatureKDConfig,
     box_masks,
+    gather_rows,
     masked_feature_loss,
     quality_masks,
     query_evidence,
@@ -256,8 +257,10 @@ class DETRDistiller(BaseModel):
         return (self.logits_cfg.enable or self.contrast_cfg.enable) and self.logits_cfg.mode == "split"
 
     def _num_feature_levels(self) -> int:
-        neck = getattr(self.student, "neck", None)
-        return getattr(neck, "num_outs", 1) if neck is not None else 1
+        """Deformable DETR and DINO carry num_feature_levels (their neck outputs and encoder memory levels);
+        DETR, Conditional and DAB-DETR run on one level. Not read from the neck: mmdet's ChannelMapper keeps no
+        num_outs attribute, and counting on it gave one adapter, so feature KD saw only the finest level."""
+        return getattr(self.student, "num_feature_levels", 1)
 
     def init_weights(self) -> None:
         """mmdet's DETR initialisation for the student; the Runner calls this after __init__, so a student
@@ -385,38 +388,40 @@ class DETRDistiller(BaseModel):
             raise ConfigError(f"feature_kd needs teacher and student features at the same levels and sizes, got "
                               f"{[tuple(m.shape[-2:]) for m in t_maps]} vs {[tuple(m.shape[-2:]) for m in s_maps]}; "
                               f"use the same neck num_outs and strides or disable feature_kd")
+        if len(s_maps) != len(self.feature_adapters):
+            raise ConfigError(f"feature_kd has {len(self.feature_adapters)} adapters for {len(s_maps)} student feature "
+                              f"levels; set the student's num_feature_levels to its neck's num_outs")
         s_maps = [adapter(m) for adapter, m in zip(self.feature_adapters, s_maps)]
         if cfg.method == "fitnet":
             return {"loss_fkd_fitnet": cfg.weight * fitnet_loss(t_maps, s_maps)}
         if cfg.method == "mgd":
             return {"loss_fkd_mgd": cfg.weight * mgd_loss(t_maps, s_maps, self.mgd_generators, cfg.mgd_mask_ratio)}
-        out = {}
-        for stage in range(teacher.cls_scores.shape[0]):
-            with torch.no_grad():
-                masks = self._quality_masks(teacher, stage, t_maps, gts, metas)
-            out[f"loss_fkd_t{stage}"] = cfg.weight * masked_feature_loss(t_maps, s_maps, masks)
-        return out
+        with torch.no_grad():
+            masks = self._quality_masks(teacher, t_maps, gts, metas)
+        values = cfg.weight * masked_feature_loss(t_maps, s_maps, masks)
+        return {f"loss_fkd_t{stage}": value for stage, value in enumerate(values)}
 
-    def _quality_masks(self, teacher: Taps, stage: int, t_maps: list[torch.Tensor], gts: list,
-                       metas: list[dict]) -> list[torch.Tensor]:
+    def _quality_masks(self, teacher: Taps, t_maps: list[torch.Tensor], gts: list, metas: list[dict]
+                       ) -> list[torch.Tensor]:
+        """psi (K, B, H, W) per level: one mask per teacher decoder stage, built together."""
         cfg = self.feature_cfg
-        probs = class_logits(teacher.cls_scores[stage], self.t_softmax).sigmoid()
-        hidden = teacher.head_inputs["hidden_states"][stage]
-        evidence, boxes, qualities = [], [], []
-        for b, (gt, meta) in enumerate(zip(gts, metas)):
+        probs = class_logits(teacher.cls_scores, self.t_softmax).sigmoid()  # (K, B, N, C)
+        hidden = teacher.head_inputs["hidden_states"]  # (K, B, N, E)
+        boxes, quality, evidence = [], [], []
+        for b, (gt, meta) in enumerate(zip(gts, metas)):  # all stages of an image at once
             h, w = meta["img_shape"]
-            pixels = cxcywh_to_xyxy(teacher.bbox_preds[stage, b]) * probs.new_tensor([w, h, w, h])
-            query, quality = select_queries(probs[b], pixels, gt.bboxes.to(probs.device).float(), cfg.top_m)
+            pixels = cxcywh_to_xyxy(teacher.bbox_preds[:, b]) * probs.new_tensor([w, h, w, h])
+            query, q = select_queries(probs[:, b], pixels, gt.bboxes.to(probs.device).float(), cfg.top_m)
+            quality.append(q)
             if cfg.mask == "boxes":
-                boxes.append(pixels[query])
-                qualities.append(quality)
+                boxes.append(gather_rows(pixels, query))
             else:
-                evidence.append(query_evidence(hidden[b, query], quality))
+                evidence.append(query_evidence(gather_rows(hidden[:, b], query), q))
         if cfg.mask == "boxes":  # the maps cover the padded batch input, as the boxes' pixels do
             sizes = [tuple(m.shape[-2:]) for m in t_maps]
-            return box_masks(torch.stack(boxes), torch.stack(qualities), metas[0]["batch_input_shape"], sizes,
+            return box_masks(torch.stack(boxes, 1), torch.stack(quality, 1), metas[0]["batch_input_shape"], sizes,
                              cfg.min_mask)
-        return quality_masks(torch.stack(evidence), t_maps, cfg.min_mask)
+        return quality_masks(torch.stack(evidence, 1), t_maps, cfg.min_mask)
 
     def _query_group(self, teacher: Taps) -> dict[str, torch.Tensor]:
         """The teacher's detached decoder queries, projected to the student's width where they differ."""

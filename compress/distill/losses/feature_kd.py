@@ -51,62 +51,69 @@ class FeatureKDConfig:
             raise ValueError(f"feature_kd.mgd_mask_ratio must be in [0, 1), got {self.mgd_mask_ratio}")
 
 
+def gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values (..., N, D) and index (..., M) -> (..., M, D): rows picked per leading index."""
+    return values.gather(-2, index[..., None].expand(*index.shape, values.shape[-1]))
+
+
 def select_queries(probs: torch.Tensor, boxes_xyxy: torch.Tensor, gt_xyxy: torch.Tensor, top_m: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-M (query, class) pairs of one image: returns (query indices (M,), quality (M,)).
+    """Top-M (query, class) pairs of one image: returns (query indices (..., M), quality (..., M)).
 
-    probs: (N, C) teacher scores; boxes_xyxy: (N, 4) and gt_xyxy: (G, 4) in the same units.
-    A query may appear once per class, as in the official code.
+    probs: (..., N, C) teacher scores; boxes_xyxy: (..., N, 4) and gt_xyxy: (G, 4) in the same units (leading
+    dims: the teacher's decoder stages, selected together). A query may appear once per class, as in the
+    official code.
     """
-    num_classes = probs.shape[1]
-    scores, flat = probs.flatten().topk(min(top_m, probs.numel()))
+    num_classes = probs.shape[-1]
+    scores, flat = probs.flatten(-2).topk(min(top_m, probs.shape[-1] * probs.shape[-2]))
     query = flat // num_classes
     if gt_xyxy.numel() == 0:
         return query, scores
-    best_iou = iou(boxes_xyxy[query][:, None], gt_xyxy[None]).max(dim=1).values
+    best_iou = iou(gather_rows(boxes_xyxy, query)[..., None, :], gt_xyxy).max(dim=-1).values
     return query, scores * best_iou
 
 
 def query_evidence(queries: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """sum_i q_i Q_i / |Q_i|: (M, E) queries and (M,) quality -> (E,).
+    """sum_i q_i Q_i / |Q_i|: (..., M, E) queries and (..., M) quality -> (..., E).
 
     The mask's sum of quality-weighted cosines is linear in the normalised queries, so
     sum_i q_i cos(Q_i, F) = (sum_i q_i Q_i / |Q_i|) . F / |F|: one vector per image replaces an (M, H, W)
     tensor per level (same value; 100x less work at M = 100)."""
-    return (quality[:, None] * F.normalize(queries, dim=-1)).sum(0)
+    return (quality[..., None] * F.normalize(queries, dim=-1)).sum(-2)
 
 
 def normalised(psi: torch.Tensor, min_mask: float) -> torch.Tensor:
-    """clamp(psi, min_mask) over its per-image maximum: (B, H, W) in (0, 1]."""
+    """clamp(psi, min_mask) over its per-map maximum: (..., H, W) in (0, 1]."""
     psi = psi.clamp(min=min_mask)
-    return psi / psi.flatten(1).max(dim=1).values[:, None, None]
+    return psi / psi.flatten(-2).max(dim=-1).values[..., None, None]
 
 
 def quality_masks(evidence: torch.Tensor, features: list[torch.Tensor], min_mask: float = 0.01
                   ) -> list[torch.Tensor]:
-    """psi (B, H, W) in (0, 1] per level; evidence (B, E) from ``query_evidence``, features (B, E, H, W)."""
-    return [normalised(torch.einsum("be,behw->bhw", evidence, F.normalize(feature, dim=1)), min_mask)
+    """psi (..., B, H, W) in (0, 1] per level; evidence (..., B, E) from ``query_evidence`` (leading dims: one
+    mask per teacher stage from a single normalisation of each map), features (B, E, H, W)."""
+    return [normalised(torch.einsum("...be,behw->...bhw", evidence, F.normalize(feature, dim=1)), min_mask)
             for feature in features]
 
 
 def box_cover(boxes_xyxy: torch.Tensor, weights: torch.Tensor, input_hw: tuple[int, int], size: tuple[int, int]
               ) -> torch.Tensor:
-    """(B, H, W): the summed weight of the boxes overlapping each cell of an H x W map over the input.
+    """(..., H, W): the summed weight of the boxes overlapping each cell of an H x W map over the input.
 
-    boxes (B, M, 4) in input pixels, weights (B, M). A cell counts for a box when their areas overlap, so a box
+    boxes (..., M, 4) in input pixels, weights (..., M). A cell counts for a box when their areas overlap, so a box
     smaller than a coarse level's stride still marks the cell it lies in."""
     (in_h, in_w), (h, w) = input_hw, size
     edges_x = torch.arange(w + 1, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) * (in_w / w)
     edges_y = torch.arange(h + 1, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) * (in_h / h)
     x1, y1, x2, y2 = boxes_xyxy.unbind(-1)  # each (B, M)
-    in_x = (x1[..., None] < edges_x[1:]) & (x2[..., None] > edges_x[:-1])  # (B, M, W)
-    in_y = (y1[..., None] < edges_y[1:]) & (y2[..., None] > edges_y[:-1])  # (B, M, H)
-    return torch.einsum("bm,bmh,bmw->bhw", weights, in_y.to(weights.dtype), in_x.to(weights.dtype))
+    in_x = (x1[..., None] < edges_x[1:]) & (x2[..., None] > edges_x[:-1])  # (..., M, W)
+    in_y = (y1[..., None] < edges_y[1:]) & (y2[..., None] > edges_y[:-1])  # (..., M, H)
+    return torch.einsum("...m,...mh,...mw->...hw", weights, in_y.to(weights.dtype), in_x.to(weights.dtype))
 
 
 def box_masks(boxes_xyxy: torch.Tensor, quality: torch.Tensor, input_hw: tuple[int, int],
               sizes: list[tuple[int, int]], min_mask: float = 0.01) -> list[torch.Tensor]:
-    """psi (B, H, W) in (0, 1] per level from (B, M, 4) boxes in input pixels and (B, M) quality."""
+    """psi (..., B, H, W) in (0, 1] per level from (..., B, M, 4) boxes in input pixels and (..., B, M) quality."""
     return [normalised(box_cover(boxes_xyxy, quality, input_hw, size), min_mask) for size in sizes]
 
 
@@ -129,8 +136,14 @@ def quality_mask(queries: torch.Tensor, quality: torch.Tensor, feature: torch.Te
 
 def masked_feature_loss(teacher_feats: list[torch.Tensor], student_feats: list[torch.Tensor],
                         masks: list[torch.Tensor]) -> torch.Tensor:
-    """sum over levels of mean((psi * (F_T - F_S))^2); feats (B, C, H, W), masks (B, H, W)."""
+    """sum over levels of mean((psi * (F_T - F_S))^2) over B x C x H x W; feats (B, C, H, W), masks (..., B, H, W)
+    -> one value per leading index (a scalar for (B, H, W) masks).
+
+    psi is constant over channels, so the loss is sum(psi^2 * |F_T - F_S|^2_C) / (B C H W): the channel-summed
+    squared error, computed once per level, serves every teacher stage's mask (its backward, the one pass over
+    B x C x H x W, too); the per-stage form costs a full-size pass per stage in each direction."""
     total = student_feats[0].new_zeros(())
     for f_t, f_s, psi in zip(teacher_feats, student_feats, masks):
-        total = total + ((psi[:, None] * (f_t - f_s)) ** 2).mean()
+        error = (f_t - f_s).square().sum(dim=1)
+        total = total + (psi.square() * error).flatten(-3).sum(dim=-1) / f_s.numel()
     return total
