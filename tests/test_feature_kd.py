@@ -197,6 +197,32 @@ def test_stage_batched_feature_kd_equals_the_per_stage_definition(tmp_path, mask
             torch.testing.assert_close(got, want)
 
 
+def test_feature_levels_pick_what_is_distilled(tmp_path):
+    """levels=[0]: one adapter, and only the finest student level receives the feature loss's gradient."""
+    from compress.distill.taps import forward_taps
+
+    distiller = build_distiller(tmp_path, tiny_model("deformable", embed_dims=128),
+                                tiny_model("deformable", embed_dims=64), feature_kd=dict(levels=[0]))
+    assert len(distiller.feature_adapters) == 1
+    data = distiller.data_preprocessor(make_batch(2, 96, seed=0), True)
+    teacher = distiller._teacher_forward(data["inputs"], data["data_samples"])
+    student = forward_taps(distiller.student, data["inputs"], data["data_samples"])
+    gts, metas = [s.gt_instances for s in data["data_samples"]], [s.metainfo for s in data["data_samples"]]
+    losses = distiller._feature_kd(teacher, student, gts, metas)
+    grads = torch.autograd.grad(sum(losses.values()), list(student.feats), allow_unused=True)
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert all(g is None for g in grads[1:]) and len(grads) == 4
+
+
+@pytest.mark.parametrize("levels,message", [([4], "names a level the student does not have"),
+                                            ([], "distinct level indices"), ([0, 0], "distinct level indices"),
+                                            ([-1], "distinct level indices")])
+def test_bad_feature_levels_are_refused(tmp_path, levels, message):
+    with pytest.raises(ConfigError, match=message):
+        build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                        feature_kd=dict(levels=levels))
+
+
 def test_unknown_feature_mask_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="feature_kd.mask must be one of"):
         build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),

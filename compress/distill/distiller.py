@@ -224,12 +224,12 @@ class DETRDistiller(BaseModel):
             t_ch, s_ch = t_dims, s_dims  # neck outputs and encoder memory both have embed_dims channels
             self.feature_adapters = nn.ModuleList(
                 [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity()
-                 for _ in range(self._num_feature_levels())])
+                 for _ in self._feature_levels()])
         self.contrast_head = (ContrastiveHead(s_dims, t_dims, self.contrast_cfg.proj_dims)
                               if self.contrast_cfg.enable else None)
         self.mgd_generators = None
         if self.feature_cfg.enable and self.feature_cfg.method == "mgd":
-            self.mgd_generators = nn.ModuleList([MGDGenerator(t_dims) for _ in range(self._num_feature_levels())])
+            self.mgd_generators = nn.ModuleList([MGDGenerator(t_dims) for _ in self._feature_levels()])
 
     # -- construction checks -------------------------------------------------------------------------
     def _check_pair(self) -> None:
@@ -256,11 +256,19 @@ class DETRDistiller(BaseModel):
         """Whether the student-teacher matching (logits KD, contrastive term) is the paper's split one."""
         return (self.logits_cfg.enable or self.contrast_cfg.enable) and self.logits_cfg.mode == "split"
 
-    def _num_feature_levels(self) -> int:
-        """Deformable DETR and DINO carry num_feature_levels (their neck outputs and encoder memory levels);
-        DETR, Conditional and DAB-DETR run on one level. Not read from the neck: mmdet's ChannelMapper keeps no
-        num_outs attribute, and counting on it gave one adapter, so feature KD saw only the finest level."""
-        return getattr(self.student, "num_feature_levels", 1)
+    def _feature_levels(self) -> list[int]:
+        """The distilled levels. Deformable DETR and DINO carry num_feature_levels (their neck outputs and
+        encoder memory levels); DETR, Conditional and DAB-DETR run on one level. Not read from the neck: mmdet's
+        ChannelMapper keeps no num_outs attribute, and counting on it built one adapter, so until 2026-11-27
+        feature KD saw only the finest level, whatever the config said (now ``feature_kd.levels=[0]``)."""
+        available = getattr(self.student, "num_feature_levels", 1)
+        levels = self.feature_cfg.levels
+        if levels is None:
+            return list(range(available))
+        if max(levels) >= available:
+            raise ConfigError(f"feature_kd.levels {levels} names a level the student does not have: it has "
+                              f"{available} (indices 0-{available - 1})")
+        return levels
 
     def init_weights(self) -> None:
         """mmdet's DETR initialisation for the student; the Runner calls this after __init__, so a student
@@ -388,10 +396,12 @@ class DETRDistiller(BaseModel):
             raise ConfigError(f"feature_kd needs teacher and student features at the same levels and sizes, got "
                               f"{[tuple(m.shape[-2:]) for m in t_maps]} vs {[tuple(m.shape[-2:]) for m in s_maps]}; "
                               f"use the same neck num_outs and strides or disable feature_kd")
-        if len(s_maps) != len(self.feature_adapters):
-            raise ConfigError(f"feature_kd has {len(self.feature_adapters)} adapters for {len(s_maps)} student feature "
-                              f"levels; set the student's num_feature_levels to its neck's num_outs")
-        s_maps = [adapter(m) for adapter, m in zip(self.feature_adapters, s_maps)]
+        levels = self._feature_levels()
+        if max(levels) >= len(s_maps):
+            raise ConfigError(f"feature_kd distils levels {levels} but the student puts out {len(s_maps)}; set "
+                              f"the student's num_feature_levels to its neck's num_outs")
+        t_maps = [t_maps[i] for i in levels]
+        s_maps = [adapter(s_maps[i]) for adapter, i in zip(self.feature_adapters, levels)]
         if cfg.method == "fitnet":
             return {"loss_fkd_fitnet": cfg.weight * fitnet_loss(t_maps, s_maps)}
         if cfg.method == "mgd":

@@ -39,6 +39,9 @@ class FeatureKDConfig:
     method: str = "detrdistill"
     mgd_mask_ratio: float = 0.65
     mask: str = "cosine"
+    # Indices of the distilled feature levels (neck outputs or encoder-memory levels, finest first); None = all,
+    # as in the official code.
+    levels: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -47,6 +50,12 @@ class FeatureKDConfig:
             raise ValueError(f"feature_kd.method must be one of {METHODS}, got {self.method!r}")
         if self.mask not in MASKS:
             raise ValueError(f"feature_kd.mask must be one of {MASKS}, got {self.mask!r}")
+        if self.levels is not None:
+            self.levels = list(self.levels)
+            if (not self.levels or len(set(self.levels)) != len(self.levels)
+                    or not all(isinstance(i, int) and i >= 0 for i in self.levels)):
+                raise ValueError(f"feature_kd.levels must be None (all) or distinct level indices >= 0, "
+                                 f"got {self.levels!r}")
         if not 0 <= self.mgd_mask_ratio < 1:
             raise ValueError(f"feature_kd.mgd_mask_ratio must be in [0, 1), got {self.mgd_mask_ratio}")
 
