@@ -114,7 +114,7 @@ def box_cover(boxes_xyxy: torch.Tensor, weights: torch.Tensor, input_hw: tuple[i
     (in_h, in_w), (h, w) = input_hw, size
     edges_x = torch.arange(w + 1, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) * (in_w / w)
     edges_y = torch.arange(h + 1, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype) * (in_h / h)
-    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)  # each (B, M)
+    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)  # each (..., M)
     in_x = (x1[..., None] < edges_x[1:]) & (x2[..., None] > edges_x[:-1])  # (..., M, W)
     in_y = (y1[..., None] < edges_y[1:]) & (y2[..., None] > edges_y[:-1])  # (..., M, H)
     return torch.einsum("...m,...mh,...mw->...hw", weights, in_y.to(weights.dtype), in_x.to(weights.dtype))
