@@ -220,16 +220,17 @@ class DETRDistiller(BaseModel):
         self.query_proj = (nn.Linear(t_dims, s_dims, bias=False)
                            if self.query_cfg.enable and t_dims != s_dims else None)
         self.feature_adapters = None
+        self.feature_levels = self._feature_levels() if self.feature_cfg.enable else []
         if self.feature_cfg.enable:
             t_ch, s_ch = t_dims, s_dims  # neck outputs and encoder memory both have embed_dims channels
             self.feature_adapters = nn.ModuleList(
                 [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity()
-                 for _ in self._feature_levels()])
+                 for _ in self.feature_levels])
         self.contrast_head = (ContrastiveHead(s_dims, t_dims, self.contrast_cfg.proj_dims)
                               if self.contrast_cfg.enable else None)
         self.mgd_generators = None
         if self.feature_cfg.enable and self.feature_cfg.method == "mgd":
-            self.mgd_generators = nn.ModuleList([MGDGenerator(t_dims) for _ in self._feature_levels()])
+            self.mgd_generators = nn.ModuleList([MGDGenerator(t_dims) for _ in self.feature_levels])
 
     # -- construction checks -------------------------------------------------------------------------
     def _check_pair(self) -> None:
@@ -396,7 +397,7 @@ class DETRDistiller(BaseModel):
             raise ConfigError(f"feature_kd needs teacher and student features at the same levels and sizes, got "
                               f"{[tuple(m.shape[-2:]) for m in t_maps]} vs {[tuple(m.shape[-2:]) for m in s_maps]}; "
                               f"use the same neck num_outs and strides or disable feature_kd")
-        levels = self._feature_levels()
+        levels = self.feature_levels
         if max(levels) >= len(s_maps):
             raise ConfigError(f"feature_kd distils levels {levels} but the student puts out {len(s_maps)}; set "
                               f"the student's num_feature_levels to its neck's num_outs")

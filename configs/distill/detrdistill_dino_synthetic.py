@@ -19,8 +19,9 @@ model = dict(
     # Target-aware feature distillation on the neck outputs ('encoder' for the encoder memory), the finest level
     # (24 x 24) only: levels=[0] (official: all four). Every recorded run of this default distilled that level
     # alone (until 2026-11-27 one adapter was built whatever the config said); all four at weight 1.0 reached
-    # 6.1 AP on seed 0 against this setting's 11.6 (student alone 7.6; AMX machine, 1500 it). weight 5.0 (official 1.0): psi in (0, 1] enters squared, so at 1.0 this level's loss is ~20x
-    # smaller than an unmasked MSE on the same map (0.03 vs 0.5-1.0 for FitNet) and barely moves the student.
+    # 6.1 AP on seed 0 against this setting's 11.6 (student alone 7.6; AMX machine, 1500 it).
+    # weight 5.0 (official 1.0): psi in (0, 1] enters squared, so at 1.0 this level's loss is ~20x smaller than
+    # an unmasked MSE on the same map (0.03 vs 0.5-1.0 for FitNet) and barely moves the student.
     feature_kd=dict(enable=True, weight=5.0, source='neck', top_m=100, levels=[0]),
     # Query-prior assignment distillation: teacher queries through the student decoder, teacher assignment.
     query_prior=dict(enable=True, weight=1.0))
