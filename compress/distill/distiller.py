@@ -28,6 +28,7 @@ from mmengine.registry import DefaultScope
 
 from compress.checkpoints import load_state_dict_file
 from compress.distill.box_ops import cxcywh_to_xyxy
+from compress.distill.gt_assignment import stage_targets
 from compress.distill.losses.contrastive_kd import ContrastiveHead, ContrastiveKDConfig
 from compress.distill.losses.feature_kd import (
     FeatureKDConfig,
@@ -337,13 +338,8 @@ class DETRDistiller(BaseModel):
     # -- the three losses ----------------------------------------------------------------------------
     def _teacher_targets(self, teacher: Taps, gts: list, metas: list[dict]) -> dict[int, tuple]:
         """The teacher's own Hungarian assignment to GT, per teacher stage (computed once per step)."""
-        head = self.teacher.bbox_head
-        out = {}
         with torch.no_grad():
-            for stage in range(teacher.cls_scores.shape[0]):
-                cls, box = teacher.cls_scores[stage], teacher.bbox_preds[stage]
-                out[stage] = head.get_targets(list(cls), list(box), gts, metas)
-        return out
+            return stage_targets(self.teacher.bbox_head, teacher.cls_scores, teacher.bbox_preds, gts, metas)
 
     def _match_stages(self, teacher: Taps, student: Taps, targets: dict,
                       groups: list[list[int]]) -> list[tuple[int, int, int, tuple, StageMatch]]:
