@@ -143,20 +143,22 @@ def test_side_by_side_runs_share_the_cores_unless_threads_are_set():
     assert "OMP_NUM_THREADS" not in job_env({}, 1, cores=2)  # one run: torch's default (all cores)
 
 
-def test_peers_keep_their_own_weight_while_detrdistill_takes_the_configs(tmp_path):
-    """A distill config tuned to feature_kd.weight=5 scales DETRDistill's masked loss, not FitNet's or MGD's."""
+def test_peers_keep_their_own_weight_and_levels_while_detrdistill_takes_the_configs(tmp_path):
+    """A distill config tuned to feature_kd.weight=5 on the finest level scales and places DETRDistill's masked
+    loss, not FitNet's or MGD's: they run at their own weight on every level."""
     from mmengine.config import Config
 
     from compress.bench.kd_matrix import ENTRIES, PEER_WEIGHT, derived_config
 
     base = tmp_path / "distill.py"
-    base.write_text("model = dict(feature_kd=dict(enable=True, weight=5.0, method='detrdistill'))\n")
-    weights = {}
+    base.write_text("model = dict(feature_kd=dict(enable=True, weight=5.0, method='detrdistill', levels=[0]))\n")
+    settings = {}
     for name in ("feature_only", "fitnet", "mgd"):
         cfg = Config.fromfile(str(derived_config(tmp_path / f"{name}.py", str(base), ENTRIES[name], 4, 2, 0)))
-        weights[name] = (cfg.model.feature_kd.weight, cfg.model.feature_kd.method)
-    assert weights == {"feature_only": (5.0, "detrdistill"), "fitnet": (PEER_WEIGHT, "fitnet"),
-                       "mgd": (PEER_WEIGHT, "mgd")}
+        kd = cfg.model.feature_kd
+        settings[name] = (kd.weight, kd.method, kd.levels)
+    assert settings == {"feature_only": (5.0, "detrdistill", [0]), "fitnet": (PEER_WEIGHT, "fitnet", None),
+                        "mgd": (PEER_WEIGHT, "mgd", None)}
 
 
 def test_profile_tool_splits_the_step(tiny_pair):

@@ -30,6 +30,10 @@ from compress.report import read_scalars, val_points
 # The peers keep their own loss weight: the distill config's feature_kd.weight is tuned for DETRDistill's
 # masked loss (psi^2 makes it ~20x smaller than an unmasked MSE) and would mis-scale FitNet and MGD.
 PEER_WEIGHT = 1.0
+# ... and their own levels: every neck level, their published form, whatever levels the distill config picks
+# for DETRDistill (the embedded default: the finest). Measured on the default pair (AMX, 1500 it, seeds 0-2)
+# both peers do better on all four levels than on the finest alone (docs/bench_kd_results.md).
+PEER_LEVELS = None
 LOSSES = ("logits_kd", "feature_kd", "query_prior", "contrastive_kd")
 
 
@@ -46,8 +50,8 @@ ENTRIES: dict[str, dict | None] = {
     "logits_only": only("logits_kd"),
     "feature_only": only("feature_kd"),
     "query_prior_only": only("query_prior"),
-    "fitnet": {**only("feature_kd"), "feature_kd": {"method": "fitnet", "weight": PEER_WEIGHT}},
-    "mgd": {**only("feature_kd"), "feature_kd": {"method": "mgd", "weight": PEER_WEIGHT}},
+    "fitnet": {**only("feature_kd"), "feature_kd": {"method": "fitnet", "weight": PEER_WEIGHT, "levels": PEER_LEVELS}},
+    "mgd": {**only("feature_kd"), "feature_kd": {"method": "mgd", "weight": PEER_WEIGHT, "levels": PEER_LEVELS}},
 }
 # Trained only when named in --entries: the official release's extra contrastive term on top of the full
 # method (off in the shipped configs, so the default matrix stays the paper's comparison).
