@@ -32,7 +32,7 @@ from compress.report import read_scalars, val_points
 PEER_WEIGHT = 1.0
 # ... and their own levels: every neck level, their published form, whatever levels the distill config picks
 # for DETRDistill (the embedded default: the finest). Measured on the default pair (AMX, 1500 it, seeds 0-2)
-# both peers do better on all four levels than on the finest alone (docs/bench_kd_results.md).
+# both peers do a little better on the mean on all four levels than on the finest alone (docs/bench_kd_results.md).
 PEER_LEVELS = None
 LOSSES = ("logits_kd", "feature_kd", "query_prior", "contrastive_kd")
 
