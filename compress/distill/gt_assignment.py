@@ -13,6 +13,8 @@ images are grouped by size because the L1 cost normalises boxes by the image siz
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from mmdet.models.task_modules.assigners import HungarianAssigner
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
@@ -36,7 +38,7 @@ def stage_targets(head, cls_scores: torch.Tensor, bbox_preds: torch.Tensor, gts:
     factors = bbox_preds.new_tensor([[m["img_shape"][1], m["img_shape"][0]] * 2 for m in metas])  # (B, 4)
     pixels = bbox_cxcywh_to_xyxy(bbox_preds) * factors[:, None]
     sizes = [len(gt) for gt in gts]
-    host: list[torch.Tensor] = [torch.zeros(num_stages, num_queries, 0)] * batch  # per image (K, N, G)
+    host: list[torch.Tensor | None] = [None] * batch  # per image with GT: its (K, N, G) cost
     by_shape: dict[tuple, list[int]] = {}
     for b, meta in enumerate(metas):
         if sizes[b]:
@@ -54,28 +56,25 @@ def stage_targets(head, cls_scores: torch.Tensor, bbox_preds: torch.Tensor, gts:
 
     gt_boxes = torch.cat([gt.bboxes for gt in gts])  # every image's GT in one table, offset per image
     gt_labels = torch.cat([gt.labels for gt in gts])
-    offsets = [0]
-    for gt in gts:
-        offsets.append(offsets[-1] + len(gt))
+    offsets = [0, *itertools.accumulate(sizes)]
     # DETR heads regress the GT box normalised by its image's size, as cxcywh
     gt_targets = bbox_xyxy_to_cxcywh(gt_boxes / torch.cat(
         [factors[b].expand(len(gt), 4) for b, gt in enumerate(gts)]).to(gt_boxes.dtype))
     out = {}
     for k in range(num_stages):
-        images, rows, cols = [], [], []
+        owners, rows, cols = [], [], []  # per matched pair: image, query, GT (in the batch's GT table)
         for b in range(batch):
-            if host[b].shape[-1]:
+            if sizes[b]:
                 r, c = linear_sum_assignment(host[b][k].numpy())
-                images.append(torch.full((len(r),), b, dtype=torch.long))
+                owners.append(torch.full((len(r),), b, dtype=torch.long))
                 rows.append(torch.from_numpy(r))
                 cols.append(torch.from_numpy(c) + offsets[b])
         labels = gt_labels.new_full((batch, num_queries), head.num_classes)
         bbox_targets = gt_boxes.new_zeros(batch, num_queries, 4)
         bbox_weights = gt_boxes.new_zeros(batch, num_queries, 4)
         num_pos = 0
-        if images:
-            device = gt_boxes.device
-            img, row, col = (torch.cat(x).to(device) for x in (images, rows, cols))
+        if owners:
+            img, row, col = (torch.cat(x).to(gt_boxes.device) for x in (owners, rows, cols))
             labels[img, row] = gt_labels[col]
             bbox_targets[img, row] = gt_targets[col]
             bbox_weights[img, row] = 1.0
