@@ -43,6 +43,11 @@ def only(*kept: str) -> dict:
     return {name: {"enable": False} for name in LOSSES if name not in kept}
 
 
+def peer(method: str) -> dict:
+    """A feature-KD peer alone, at its own weight and levels."""
+    return {**only("feature_kd"), "feature_kd": {"method": method, "weight": PEER_WEIGHT, "levels": PEER_LEVELS}}
+
+
 # Switches of each entry on top of the distill config; None = the student config trained alone.
 ENTRIES: dict[str, dict | None] = {
     "baseline": None,
@@ -50,8 +55,8 @@ ENTRIES: dict[str, dict | None] = {
     "logits_only": only("logits_kd"),
     "feature_only": only("feature_kd"),
     "query_prior_only": only("query_prior"),
-    "fitnet": {**only("feature_kd"), "feature_kd": {"method": "fitnet", "weight": PEER_WEIGHT, "levels": PEER_LEVELS}},
-    "mgd": {**only("feature_kd"), "feature_kd": {"method": "mgd", "weight": PEER_WEIGHT, "levels": PEER_LEVELS}},
+    "fitnet": peer("fitnet"),
+    "mgd": peer("mgd"),
 }
 # Trained only when named in --entries: the official release's extra contrastive term on top of the full
 # method (off in the shipped configs, so the default matrix stays the paper's comparison).

@@ -38,7 +38,9 @@ def stage_targets(head, cls_scores: torch.Tensor, bbox_preds: torch.Tensor, gts:
     factors = bbox_preds.new_tensor([[m["img_shape"][1], m["img_shape"][0]] * 2 for m in metas])  # (B, 4)
     pixels = bbox_cxcywh_to_xyxy(bbox_preds) * factors[:, None]
     sizes = [len(gt) for gt in gts]
-    host: list[torch.Tensor | None] = [None] * batch  # per image with GT: its (K, N, G) cost
+    offsets = [0, *itertools.accumulate(sizes)]  # each image's first row in the batch's GT table
+    # per stage, per matched pair: image, query, GT row
+    owners, rows, cols = ([[] for _ in range(num_stages)] for _ in range(3))
     by_shape: dict[tuple, list[int]] = {}
     for b, meta in enumerate(metas):
         if sizes[b]:
@@ -52,29 +54,25 @@ def stage_targets(head, cls_scores: torch.Tensor, bbox_preds: torch.Tensor, gts:
                             for c in head.assigner.match_costs]).sum(0).detach().cpu()  # one host copy
         blocks = cost.reshape(len(images), num_stages, num_queries, -1).split([sizes[b] for b in images], -1)
         for i, b in enumerate(images):  # an image's own GT columns
-            host[b] = blocks[i][i]
+            for k in range(num_stages):
+                r, c = linear_sum_assignment(blocks[i][i, k].numpy())
+                owners[k].append(torch.full((len(r),), b, dtype=torch.long))
+                rows[k].append(torch.from_numpy(r))
+                cols[k].append(torch.from_numpy(c) + offsets[b])
 
-    gt_boxes = torch.cat([gt.bboxes for gt in gts])  # every image's GT in one table, offset per image
+    gt_boxes = torch.cat([gt.bboxes for gt in gts])  # every image's GT in one table
     gt_labels = torch.cat([gt.labels for gt in gts])
-    offsets = [0, *itertools.accumulate(sizes)]
     # DETR heads regress the GT box normalised by its image's size, as cxcywh
     gt_targets = bbox_xyxy_to_cxcywh(gt_boxes / torch.cat(
         [factors[b].expand(len(gt), 4) for b, gt in enumerate(gts)]).to(gt_boxes.dtype))
     out = {}
     for k in range(num_stages):
-        owners, rows, cols = [], [], []  # per matched pair: image, query, GT (in the batch's GT table)
-        for b in range(batch):
-            if sizes[b]:
-                r, c = linear_sum_assignment(host[b][k].numpy())
-                owners.append(torch.full((len(r),), b, dtype=torch.long))
-                rows.append(torch.from_numpy(r))
-                cols.append(torch.from_numpy(c) + offsets[b])
         labels = gt_labels.new_full((batch, num_queries), head.num_classes)
         bbox_targets = gt_boxes.new_zeros(batch, num_queries, 4)
         bbox_weights = gt_boxes.new_zeros(batch, num_queries, 4)
         num_pos = 0
-        if owners:
-            img, row, col = (torch.cat(x).to(gt_boxes.device) for x in (owners, rows, cols))
+        if owners[k]:
+            img, row, col = (torch.cat(x[k]).to(gt_boxes.device) for x in (owners, rows, cols))
             labels[img, row] = gt_labels[col]
             bbox_targets[img, row] = gt_targets[col]
             bbox_weights[img, row] = 1.0
