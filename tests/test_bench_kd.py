@@ -202,11 +202,14 @@ def test_gain_is_taken_from_unrounded_means():
     from compress.bench.kd_report import kd_table
 
     assert "| 1.7 | +2.3, +2.4, +0.4 |" in kd_table(report)
-    assert ("- DETRDistill >= +2.5 AP over the student alone: 1.7 (MISSED; 3 of 3 seeds above the baseline)"
-            in kd_table(report))
+    # paired SE of 2.3, 2.4, 0.4: sd 1.127 / sqrt(3) = 0.65; the mean 1.7 is more than twice that
+    assert ("- DETRDistill >= +2.5 AP over the student alone: 1.7 (MISSED; 3 of 3 seeds above the baseline; "
+            "paired SE 0.65)" in kd_table(report))
     one_seed = summarize({"baseline": [run(3.8), run(2.5), run(4.6)], "query_prior_only": [run(8.0), run(2.0),
                                                                                           run(4.0)]}, {}, [0, 1, 2], 10)
-    assert "- query_prior_only alone is positive: 1.03 (met; 1 of 3 seeds above the baseline)" in kd_table(one_seed)
+    # gains 4.2, -0.5, -0.6: sd 2.743 / sqrt(3) = 1.58, and the mean 1.03 is inside twice that
+    assert ("- query_prior_only alone is positive: 1.03 (met; 1 of 3 seeds above the baseline; paired SE 1.58, "
+            "within 2 SE of zero)" in kd_table(one_seed))
 
 
 def test_gpu_runs_report_the_cards_peak_memory_next_to_the_rss():

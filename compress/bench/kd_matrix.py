@@ -282,9 +282,15 @@ def mean_or_none(values: list) -> float | None:
 
 
 def seeds_won(row: dict) -> str:
-    """'k of n seeds above the baseline': a mean gain that one seed carries reads differently."""
+    """'k of n seeds above the baseline' and the paired gains' standard error: a mean gain that one seed
+    carries, or one smaller than twice its standard error, is not yet a gain, whatever its sign."""
     gains = row.get("gain_ap_per_seed", [])
-    return f"{sum(g > 0 for g in gains)} of {len(gains)} seeds above the baseline"
+    won = f"{sum(g > 0 for g in gains)} of {len(gains)} seeds above the baseline"
+    if len(gains) < 2:
+        return won
+    se = float(np.std(gains, ddof=1)) / np.sqrt(len(gains))
+    noise = ", within 2 SE of zero" if abs(float(np.mean(gains))) < 2 * se else ""
+    return f"{won}; paired SE {se:.2f}{noise}"
 
 
 def kd_targets(rows: dict, ratios: dict) -> list[dict]:
