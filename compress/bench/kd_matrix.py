@@ -281,15 +281,14 @@ def mean_or_none(values: list) -> float | None:
     return float(np.mean(values)) if values and all(v is not None for v in values) else None
 
 
-def seeds_won(row: dict) -> str:
-    """'k of n seeds above the baseline' and the paired gains' standard error: a mean gain that one seed
+def seeds_won(diffs: list[float], against: str = "the baseline") -> str:
+    """'k of n seeds above <against>' and the paired differences' standard error: a mean gain that one seed
     carries, or one smaller than twice its standard error, is not yet a gain, whatever its sign."""
-    gains = row.get("gain_ap_per_seed", [])
-    won = f"{sum(g > 0 for g in gains)} of {len(gains)} seeds above the baseline"
-    if len(gains) < 2:
+    won = f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds above {against}"
+    if len(diffs) < 2:
         return won
-    se = float(np.std(gains, ddof=1)) / np.sqrt(len(gains))
-    noise = ", within 2 SE of zero" if abs(float(np.mean(gains))) < 2 * se else ""
+    se = float(np.std(diffs, ddof=1)) / np.sqrt(len(diffs))
+    noise = ", within 2 SE of zero" if abs(float(np.mean(diffs))) < 2 * se else ""
     return f"{won}; paired SE {se:.2f}{noise}"
 
 
@@ -298,16 +297,18 @@ def kd_targets(rows: dict, ratios: dict) -> list[dict]:
     full = rows.get("detrdistill", {}).get("gain_ap")
     if full is not None:
         out.append({"target": "DETRDistill >= +2.5 AP over the student alone", "measured": full, "met": full >= 2.5,
-                    "seeds_won": seeds_won(rows["detrdistill"])})
+                    "seeds_won": seeds_won(rows["detrdistill"]["gain_ap_per_seed"])})
         for peer in ("fitnet", "mgd"):
             if peer in rows:
                 margin = round(rows["detrdistill"]["mean"]["AP"] - rows[peer]["mean"]["AP"], 2)
-                out.append({"target": f"DETRDistill beats {peer}", "measured": margin, "met": margin > 0})
+                diffs = [round(a - b, 2) for a, b in zip(rows["detrdistill"]["ap_per_seed"], rows[peer]["ap_per_seed"])]
+                out.append({"target": f"DETRDistill beats {peer}", "measured": margin, "met": margin > 0,
+                            "seeds_won": seeds_won(diffs, peer)})
     for part in ("logits_only", "feature_only", "query_prior_only"):
         if rows.get(part, {}).get("gain_ap") is not None:
             gain = rows[part]["gain_ap"]
             out.append({"target": f"{part} alone is positive", "measured": gain, "met": gain > 0,
-                        "seeds_won": seeds_won(rows[part])})
+                        "seeds_won": seeds_won(rows[part]["gain_ap_per_seed"])})
     ours, official = ratios.get("DETRDistill (one encoder pass)"), ratios.get("official style (encoder twice)")
     floor = ratios.get(FLOOR)
     if ours and floor:
