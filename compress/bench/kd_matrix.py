@@ -283,7 +283,7 @@ def mean_or_none(values: list) -> float | None:
 
 def seeds_won(diffs: list[float], against: str = "the baseline") -> str:
     """'k of n seeds above <against>' and the paired differences' standard error: a mean gain that one seed
-    carries, or one smaller than twice its standard error, is not yet a gain, whatever its sign."""
+    carries, or one inside twice its standard error, is not yet evidence either way."""
     won = f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds above {against}"
     if len(diffs) < 2:
         return won
