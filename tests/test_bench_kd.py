@@ -184,6 +184,32 @@ def test_profile_tool_splits_the_step(tiny_pair):
     assert sum(float(rows[s]) for s in sections) < float(rows["forward + losses"])
 
 
+def test_profile_tool_times_a_pair_without_its_weights(tiny_pair):
+    """--random-init: the teacher checkpoint and a pretrained backbone that --cfg-options names (both missing
+    files) are never read, so paper-size pairs are profiled without COCO training or a download."""
+    import subprocess
+    import sys
+
+    from tests.run_helpers import REPO, subprocess_env
+
+    config = write_distill_config(tiny_pair, "profile_random", iters=2, val_interval=2, ckpt_interval=2)
+    student = tiny_pair["root"] / "student_pretrained.py"
+    student.write_text(f"_base_ = ['{tiny_pair['student']}']\n"
+                       "model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='missing.pth')))\n")
+    command = [sys.executable, "tools/profile_kd_step.py", "--config", str(config), "--batches", "1", "--rounds", "1",
+               "--variants", "student alone", "--cfg-options", f"model.student.config={student}",
+               f"model.teacher.checkpoint={tiny_pair['root'] / 'missing_teacher.pth'}"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=600, cwd=REPO,
+                              env=subprocess_env())
+
+    assert "missing_teacher.pth" in run().stderr  # without the flag the missing teacher stops it
+    res = run("--random-init")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| DETRDistill (all three) |" in res.stdout and "| student alone |" in res.stdout
+
+
 def test_gain_is_taken_from_unrounded_means():
     """Three seeds whose mean AP is 3.6333: the baseline's gain is exactly 0 (no "-0.0"), the others' gain
     is the difference of unrounded means."""

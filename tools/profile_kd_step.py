@@ -7,6 +7,11 @@ full step's sections are wall-timed around the distiller's own methods.
 
     python tools/profile_kd_step.py --config configs/distill/detrdistill_dino_synthetic.py [--device cuda]
 
+Paper-size pairs (``configs/coco/distill``) need neither COCO, a trained teacher nor an ImageNet download:
+``--random-init`` times them with random weights (step time depends on shapes, not on weights) and
+``--cfg-options`` points their dataloader at any COCO-format folder, whose images the COCO pipeline rescales
+to the paper's 800-1333 px.
+
 On a GPU every timed region ends in ``torch.cuda.synchronize()``, so kernels are counted where they run.
 """
 
@@ -14,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -44,13 +51,35 @@ SECTIONS = ("_teacher_forward", "_teacher_targets", "_match_stages", "_logits_kd
             "_contrastive_kd")
 
 
-def build(model_cfg: dict, switches: dict | None, device: str):
-    from mmdet.registry import MODELS
+def detector_dict(source: str | dict) -> dict:
+    """A detector's model dict from a config path or a model dict (the distiller takes either)."""
     from mmengine.config import Config
 
+    return Config.fromfile(source).model.to_dict() if isinstance(source, str) else copy.deepcopy(source)
+
+
+def with_random_weights(model_cfg: dict, folder: Path) -> dict:
+    """The distiller config with no weights read: no pretrained backbones, and as the teacher's checkpoint a
+    randomly initialised teacher written to ``folder`` (the distiller insists on a checkpoint)."""
+    from compress.distill.distiller import build_detector
+
+    cfg = copy.deepcopy(model_cfg)
+    for role in ("teacher", "student"):
+        detector = detector_dict(cfg[role]["config"])
+        if isinstance(detector.get("backbone"), dict):
+            detector["backbone"]["init_cfg"] = None
+        cfg[role] = {**cfg[role], "config": detector}
+    cfg["student"].pop("checkpoint", None)
+    cfg["teacher"]["checkpoint"] = str(folder / "random_teacher.pth")
+    torch.save(build_detector(cfg["teacher"], "teacher").state_dict(), cfg["teacher"]["checkpoint"])
+    return cfg
+
+
+def build(model_cfg: dict, switches: dict | None, device: str):
+    from mmdet.registry import MODELS
+
     if switches is None:  # the student alone, as bench-kd's baseline trains it
-        source = model_cfg["student"]["config"]  # a config path or a model dict, as the distiller takes it
-        cfg = Config.fromfile(source).model.to_dict() if isinstance(source, str) else copy.deepcopy(source)
+        cfg = detector_dict(model_cfg["student"]["config"])
     else:
         cfg = copy.deepcopy(model_cfg)
         for key, value in switches.items():
@@ -99,6 +128,8 @@ def step(model, optimizer, batch, sections: dict[str, list[float]] | None = None
 
 
 def main() -> None:
+    from mmengine.config import Config, DictAction
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/distill/detrdistill_dino_synthetic.py")
     parser.add_argument("--batches", type=int, default=4, help="training batches per round")
@@ -106,21 +137,29 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         metavar="NAME", help=f"a subset of {list(VARIANTS)} (the first is always timed)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--random-init", action="store_true",
+                        help="random weights: no teacher checkpoint or pretrained backbone is read")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                        help="override config keys (key=value), e.g. the train dataloader's data_root")
     args = parser.parse_args()
     chosen = {name: VARIANTS[name] for name in VARIANTS if name in {*args.variants, *list(VARIANTS)[:1], FULL}}
 
-    from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
     import compress.distill  # noqa: F401  (registers DETRDistiller and the detector fixes)
 
     init_default_scope("mmdet")
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # init_weights logs every parameter at INFO
     cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
     torch.manual_seed(0)
     loader = iter(Runner.build_dataloader(cfg.train_dataloader))
     batches = [next(loader) for _ in range(args.batches + 1)]
-    models = {name: build(cfg.model.to_dict(), switches, args.device) for name, switches in chosen.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        model_cfg = with_random_weights(cfg.model.to_dict(), Path(folder)) if args.random_init else cfg.model.to_dict()
+        models = {name: build(model_cfg, switches, args.device) for name, switches in chosen.items()}
     sections: dict[str, list[float]] = defaultdict(list)
     for model, optimizer in models.values():
         step(model, optimizer, batches[0])  # warm-up: allocator, lazy init, cuDNN autotuning
