@@ -13,13 +13,18 @@ from tests.distill_helpers import build_distiller, run_steps
 from tests.tiny import tiny_model
 
 
-def test_compiled_teacher_encoder_matches_eager_and_trains(tmp_path):
+@pytest.mark.parametrize("device", [
+    "cpu",
+    # inductor's Triton kernels, and mmcv's CUDA deformable attention inside the compiled encoder
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+])
+def test_compiled_teacher_encoder_matches_eager_and_trains(tmp_path, device):
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
     distiller = build_distiller(tmp_path, tiny_model("dino"), tiny_model("dino", width=4),
-                                teacher_options={"compile": True})
+                                teacher_options={"compile": True}).to(device)
     losses = run_steps(distiller, steps=1)[0]
     assert all(math.isfinite(float(v)) for v in losses.values())
     assert counters["stats"]["unique_graphs"] > 0  # dynamo really compiled the encoder
@@ -28,6 +33,7 @@ def test_compiled_teacher_encoder_matches_eager_and_trains(tmp_path):
     distiller.teacher.encoder._compiled_call_impl = None  # nn.Module.compile's hook: back to eager
     eager = distiller._teacher_forward(data["inputs"], data["data_samples"])
     for name in ("memory", "cls_scores", "bbox_preds"):
+        assert getattr(compiled, name).device.type == device
         torch.testing.assert_close(getattr(compiled, name), getattr(eager, name), atol=1e-4, rtol=1e-4)
 
 
