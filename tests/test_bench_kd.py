@@ -34,6 +34,7 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     assert set(report["step_time_s"]) == {"student alone", "student + teacher forward (KD off)",
                                           "DETRDistill (one encoder pass)", "DETRDistill, teacher bf16 autocast",
                                           "DETRDistill, teacher encoder compiled",
+                                          "DETRDistill, teacher compiled + bf16 autocast",
                                           "DETRDistill, teacher with mmcv's grid_sample attention",
                                           "official style (encoder twice)"}
     assert (out / "timing/student_teacher_forward_kd_off/round1").is_dir()
@@ -41,6 +42,8 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
         assert len(each) == 2 and report["step_time_s"][label] == sum(each) / 2
     assert "'autocast': 'bfloat16'" in (out / "configs/timing_detrdistill_teacher_bf16_autocast.py").read_text()
     assert "'compile': True" in (out / "configs/timing_detrdistill_teacher_encoder_compiled.py").read_text()
+    both = (out / "configs/timing_detrdistill_teacher_compiled_bf16_autocast.py").read_text()
+    assert "'compile': True" in both and "'autocast': 'bfloat16'" in both
     dense = out / "configs/timing_detrdistill_teacher_with_mmcv_s_grid_sample_attention.py"
     assert "'sparse_attention': False" in dense.read_text()
     assert report["step_time_vs_student"]["student alone"] == 1.0

@@ -70,6 +70,7 @@ TIMING = {"student alone": None, FLOOR: KD_OFF,
           "DETRDistill (one encoder pass)": {},
           "DETRDistill, teacher bf16 autocast": {"teacher": {"autocast": "bfloat16"}},
           "DETRDistill, teacher encoder compiled": {"teacher": {"compile": True}},
+          "DETRDistill, teacher compiled + bf16 autocast": {"teacher": {"compile": True, "autocast": "bfloat16"}},
           "DETRDistill, teacher with mmcv's grid_sample attention": {"teacher": {"sparse_attention": False}},
           "official style (encoder twice)": {"query_prior": {"encoder_twice": True}}}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
