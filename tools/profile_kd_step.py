@@ -51,21 +51,14 @@ SECTIONS = ("_teacher_forward", "_teacher_targets", "_match_stages", "_logits_kd
             "_contrastive_kd")
 
 
-def detector_dict(source: str | dict) -> dict:
-    """A detector's model dict from a config path or a model dict (the distiller takes either)."""
-    from mmengine.config import Config
-
-    return Config.fromfile(source).model.to_dict() if isinstance(source, str) else copy.deepcopy(source)
-
-
 def with_random_weights(model_cfg: dict, folder: Path) -> dict:
     """The distiller config with no weights read: no pretrained backbones, and as the teacher's checkpoint a
     randomly initialised teacher written to ``folder`` (the distiller insists on a checkpoint)."""
-    from compress.distill.distiller import build_detector
+    from compress.distill.distiller import build_detector, detector_model_cfg
 
     cfg = copy.deepcopy(model_cfg)
     for role in ("teacher", "student"):
-        detector = detector_dict(cfg[role]["config"])
+        detector = detector_model_cfg(cfg[role]["config"], role)
         if isinstance(detector.get("backbone"), dict):
             detector["backbone"]["init_cfg"] = None
         cfg[role] = {**cfg[role], "config": detector}
@@ -78,8 +71,10 @@ def with_random_weights(model_cfg: dict, folder: Path) -> dict:
 def build(model_cfg: dict, switches: dict | None, device: str):
     from mmdet.registry import MODELS
 
+    from compress.distill.distiller import detector_model_cfg
+
     if switches is None:  # the student alone, as bench-kd's baseline trains it
-        cfg = detector_dict(model_cfg["student"]["config"])
+        cfg = detector_model_cfg(model_cfg["student"]["config"], "student")
     else:
         cfg = copy.deepcopy(model_cfg)
         for key, value in switches.items():

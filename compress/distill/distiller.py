@@ -116,16 +116,19 @@ def build_detector(spec: dict, role: str) -> nn.Module:
     unknown = sorted(set(spec) - valid)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in model.{role}; valid keys: {sorted(valid)}")
-    source = spec["config"]
+    with DefaultScope.overwrite_default_scope("mmdet"):  # nested parts (data preprocessor) resolve in mmdet
+        return MODELS.build(detector_model_cfg(spec["config"], role))
+
+
+def detector_model_cfg(source: str | Path | dict | Config, role: str) -> dict:
+    """The model dict that ``model.<role>.config`` names: a config file's ``model``, or a copy of a model dict
+    (mmdet's detectors write into the dict they are built from)."""
     if isinstance(source, (str, Path)):
         if not Path(source).is_file():
             raise ConfigError(f"model.{role}.config file not found: {source}; paths are relative to the "
                               f"working directory (run from the repository root)")
-        model_cfg = Config.fromfile(str(source)).model
-    else:  # mmdet's detectors write into the dict they are built from: build from a copy
-        model_cfg = copy.deepcopy(source.to_dict() if isinstance(source, Config) else dict(source))
-    with DefaultScope.overwrite_default_scope("mmdet"):  # nested parts (data preprocessor) resolve in mmdet
-        return MODELS.build(model_cfg)
+        return Config.fromfile(str(source)).model.to_dict()
+    return copy.deepcopy(source.to_dict() if isinstance(source, Config) else dict(source))
 
 
 def load_detector_weights(model: nn.Module, path: str, role: str) -> None:
