@@ -45,17 +45,18 @@ def test_pairs_are_the_logits_kd_matching_and_skip_dino_denoising_queries(tmp_pa
                                 feature_kd=dict(enable=False), query_prior=dict(enable=False),
                                 contrastive_kd=dict(enable=True, proj_dims=32))
     matches, taps, fed = [], {}, []
-    real_match, real_taps = distiller_module.match_stage, distiller_module.forward_taps
+    real_match, real_taps = distiller_module.match_stages, distiller_module.forward_taps
 
     def recording_match(*args, **kwargs):
-        matches.append(real_match(*args, **kwargs))
-        return matches[-1]
+        result = real_match(*args, **kwargs)
+        matches.extend(result)
+        return result
 
     def recording_taps(model, *args, **kwargs):
         taps["teacher" if model is distiller.teacher else "student"] = out = real_taps(model, *args, **kwargs)
         return out
 
-    monkeypatch.setattr(distiller_module, "match_stage", recording_match)
+    monkeypatch.setattr(distiller_module, "match_stages", recording_match)
     monkeypatch.setattr(distiller_module, "forward_taps", recording_taps)
     head_forward = distiller.contrast_head.forward
     monkeypatch.setattr(distiller.contrast_head, "forward",

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss
+from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss, match_pairs, match_stages
+from compress.distill.matcher import kd_cost_matrix
 
 
 def softplus(x: float) -> float:
@@ -66,3 +67,26 @@ def test_split_mode_requires_positives_and_rejects_unknown_mode():
         logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, LogitsKDConfig(mode="split"))
     with pytest.raises(ValueError, match="mode"):
         LogitsKDConfig(mode="kl")
+
+
+@pytest.mark.parametrize("mode", ["all_pairs", "split"])
+def test_all_stage_pairs_matched_at_once_equal_each_image_matched_alone(mode):
+    """match_stages solves every (pair, image) problem side by side from one batched cost: each pair's result
+    must be what matching that pair's images one by one gives, images labelled and pairs kept apart."""
+    gen = torch.Generator().manual_seed(7)
+    cfg = LogitsKDConfig(mode=mode)
+    batch, n_s, n_t, classes = 3, 9, 7, 4
+    pairs = [(torch.randn(batch, n_s, classes, generator=gen), torch.rand(batch, n_s, 4, generator=gen) * 0.5 + 0.1,
+              torch.rand(batch, n_t, classes, generator=gen), torch.rand(batch, n_t, 4, generator=gen) * 0.5 + 0.1)
+             for _ in range(4)]
+    positives = [[torch.rand(n_t, generator=gen) < 0.4 for _ in range(batch)] for _ in pairs]
+    matches = match_stages(pairs, cfg, positives if mode == "split" else None)
+    assert len(matches) == len(pairs)
+    for pair, positive, match in zip(pairs, positives, matches):
+        for b in range(batch):
+            cost = kd_cost_matrix(*(t[b] for t in pair))
+            rows, cols, has_box = match_pairs(cost, positive[b] if mode == "split" else None)
+            mine = match.images == b
+            assert torch.equal(match.rows[mine], rows) and torch.equal(match.cols[mine], cols)
+            assert torch.equal(match.has_box[mine], has_box)
+        assert len(match.images) == batch * n_t  # every teacher prediction of every image has a student

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import os
+import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from compress.distill.matcher import hungarian, kd_cost_matrix, soft_bce_cost
+from compress.distill.matcher import hungarian, kd_cost_matrix, matching_threads, soft_bce_cost, solve_all
 from compress.distill.stage_pairing import assignment_stage, group_stages
 
 
@@ -71,3 +73,27 @@ def test_stage_grouping_uniform_and_deeper_student():
     assert assignment_stage(6, 3) == [1, 3, 5]
     with pytest.raises(ValueError):
         group_stages(0, 2)
+
+
+def test_solve_all_runs_the_problems_side_by_side_in_order():
+    """With two threads both problems must be in flight at once: the barrier breaks (after 10 s) if the second
+    only starts when the first has returned."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    def solve(x: int) -> int:
+        barrier.wait()
+        return x * x
+
+    assert solve_all(solve, [3, 4], threads=2) == [9, 16]
+    assert solve_all(lambda x: x + 1, [1, 2, 3], threads=1) == [2, 3, 4]
+    assert solve_all(lambda x: x, [], threads=4) == []
+
+
+def test_matching_threads_share_the_cores_between_torchrun_processes(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert matching_threads() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert matching_threads() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert matching_threads() == 1

@@ -40,7 +40,7 @@ from compress.distill.losses.feature_kd import (
     select_queries,
 )
 from compress.distill.losses.fitnet import fitnet_loss
-from compress.distill.losses.logits_kd import LogitsKDConfig, StageMatch, logits_kd_loss, match_stage
+from compress.distill.losses.logits_kd import LogitsKDConfig, StageMatch, logits_kd_loss, match_stages
 from compress.distill.losses.mgd import MGDGenerator, mgd_loss
 from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_assignment
 from compress.distill.stage_pairing import assignment_stage, group_stages
@@ -349,19 +349,19 @@ class DETRDistiller(BaseModel):
         """Every (student stage, teacher stage) pair's predictions and Hungarian matching, computed once for
         the logits KD and the contrastive term: (s_stage, t_stage, group size, predictions, match)."""
         num_classes = self.student.bbox_head.num_classes
-        out = []
+        split = self.logits_cfg.mode == "split"
+        keys, pairs, positives = [], [], []
         for s_stage, t_stages in enumerate(groups):
             s_cls = class_logits(student.cls_scores[s_stage, :, student.num_dn:], self.s_softmax)
             s_box = student.bbox_preds[s_stage, :, student.num_dn:]
             for t_stage in t_stages:
                 t_probs = class_logits(teacher.cls_scores[t_stage], self.t_softmax).sigmoid()
-                t_box = _clamped_cxcywh(teacher.bbox_preds[t_stage])
-                positive = ([labels != num_classes for labels in targets[t_stage][0]]
-                            if self.logits_cfg.mode == "split" else None)
-                predictions = (s_cls, s_box, t_probs, t_box)
-                match = match_stage(*predictions, self.logits_cfg, positive)
-                out.append((s_stage, t_stage, len(t_stages), predictions, match))
-        return out
+                keys.append((s_stage, t_stage, len(t_stages)))
+                pairs.append((s_cls, s_box, t_probs, _clamped_cxcywh(teacher.bbox_preds[t_stage])))
+                if split:
+                    positives.append([labels != num_classes for labels in targets[t_stage][0]])
+        matches = match_stages(pairs, self.logits_cfg, positives if split else None)
+        return [(*key, predictions, match) for key, predictions, match in zip(keys, pairs, matches)]
 
     def _logits_kd(self, matched: list) -> dict:
         cfg = self.logits_cfg

@@ -4,15 +4,28 @@ Costs follow the official DETRDistill code: soft-target BCE summed over classes 
 normalised cxcywh boxes, negative GIoU. Boxes are normalised cxcywh throughout. The cost functions take
 leading batch dimensions, so a whole batch's matrices come from one set of ops and one device-to-host copy
 (per-image loops cost more in op launches than the maths on small models, on CPUs and GPUs alike).
+
+The assignments themselves run on the CPU in scipy. At the paper's size (300 x 300 per image and stage pair,
+12 problems per step at batch 2) each takes about 16 ms, and serially they were 207 of a 446 ms step on an
+H200 while the GPU idled; scipy releases the GIL, so ``solve_all`` runs them side by side on the cores
+the process may use (exactly the same assignments, only sooner).
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from compress.distill.box_ops import cxcywh_to_xyxy, giou
+
+Problem = TypeVar("Problem")
+Result = TypeVar("Result")
 
 
 def soft_bce_cost(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
@@ -41,3 +54,21 @@ def hungarian(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     device = cost.device
     return (torch.as_tensor(rows, dtype=torch.long, device=device),
             torch.as_tensor(cols, dtype=torch.long, device=device))
+
+
+def matching_threads() -> int:
+    """The cores this process may use, shared with the other processes torchrun started on this node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def solve_all(solve: Callable[[Problem], Result], problems: Sequence[Problem],
+              threads: int | None = None) -> list[Result]:
+    """``[solve(p) for p in problems]``, the problems side by side on ``threads`` (default: the process's
+    cores) threads. The pool lives for one call: a dozen thread starts cost far less than one large
+    assignment, and no idle threads outlive the step (dataloader workers fork later)."""
+    threads = min(len(problems), threads or matching_threads())
+    if threads <= 1:
+        return [solve(p) for p in problems]
+    with ThreadPoolExecutor(threads, thread_name_prefix="hungarian") as pool:
+        return list(pool.map(solve, problems))

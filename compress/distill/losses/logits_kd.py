@@ -16,13 +16,14 @@ unmatched (more student than teacher queries) get no term.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from compress.distill.box_ops import cxcywh_to_xyxy, giou
-from compress.distill.matcher import hungarian, kd_cost_matrix
+from compress.distill.matcher import hungarian, kd_cost_matrix, solve_all
 
 MODES = ("all_pairs", "split")
 
@@ -75,26 +76,43 @@ class StageMatch:
     has_box: torch.Tensor
 
 
+def match_stages(pairs: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+                 cfg: LogitsKDConfig, teacher_positive: Sequence[Sequence[torch.Tensor]] | None = None
+                 ) -> list[StageMatch]:
+    """Hungarian matching of every (teacher stage, student stage) pair of a step, image by image.
+
+    Args:
+        pairs: per stage pair ``(student_logits, student_boxes, teacher_probs, teacher_boxes)``, shapes as in
+            ``logits_kd_loss`` and equal across pairs.
+        teacher_positive: per pair, per image an (N_t,) bool of the teacher's GT-assigned predictions;
+            required for ``mode='split'``.
+    """
+    if cfg.mode == "split" and teacher_positive is None:
+        raise ValueError("logits_kd.mode='split' needs the teacher's positive predictions")
+    # All pairs' costs in one batched call and one host copy (a copy waits for the GPU, so one wait per
+    # step); the (pair, image) problems are then solved side by side on the CPU copy.
+    with torch.no_grad():
+        costs = kd_cost_matrix(*(torch.stack(t) for t in zip(*pairs)),
+                               cfg.cls_weight, cfg.l1_weight, cfg.giou_weight).cpu()
+    num_pairs, batch = costs.shape[:2]
+    positive = (torch.stack([torch.stack(list(p)) for p in teacher_positive]).cpu()
+                if cfg.mode == "split" else None)
+    solved = solve_all(lambda pb: match_pairs(costs[pb], None if positive is None else positive[pb]),
+                       [(p, b) for p in range(num_pairs) for b in range(batch)])
+    # images, rows, cols, has_box of every pair in one (4, pairs) table: one host-to-device copy
+    table = torch.cat([torch.stack([torch.full_like(r, i % batch), r, c, h.long()])
+                       for i, (r, c, h) in enumerate(solved)], 1).to(pairs[0][0].device)
+    sizes = [sum(len(r) for r, _, _ in solved[p * batch:(p + 1) * batch]) for p in range(num_pairs)]
+    return [StageMatch(images, rows, cols, has_box.bool())
+            for images, rows, cols, has_box in table.split(sizes, 1)]
+
+
 def match_stage(student_logits: torch.Tensor, student_boxes: torch.Tensor, teacher_probs: torch.Tensor,
                 teacher_boxes: torch.Tensor, cfg: LogitsKDConfig,
                 teacher_positive: list[torch.Tensor] | None = None) -> StageMatch:
-    """Hungarian matching of one (teacher stage, student stage) pair, image by image (shapes as in
-    ``logits_kd_loss``)."""
-    if cfg.mode == "split" and teacher_positive is None:
-        raise ValueError("logits_kd.mode='split' needs the teacher's positive predictions")
-    # One batched cost and one host copy; scipy then matches image by image on the CPU copy.
-    costs = kd_cost_matrix(student_logits, student_boxes, teacher_probs, teacher_boxes,
-                           cfg.cls_weight, cfg.l1_weight, cfg.giou_weight).cpu()
-    images, rows, cols, has_box = [], [], [], []
-    for b in range(student_logits.shape[0]):
-        positive = teacher_positive[b].cpu() if cfg.mode == "split" else None
-        r, c, h = match_pairs(costs[b], positive)
-        images.append(torch.full_like(r, b))
-        rows.append(r)
-        cols.append(c)
-        has_box.append(h)
-    device = student_logits.device
-    return StageMatch(*(torch.cat(t).to(device) for t in (images, rows, cols, has_box)))
+    """``match_stages`` for one stage pair."""
+    positive = None if teacher_positive is None else [teacher_positive]
+    return match_stages([(student_logits, student_boxes, teacher_probs, teacher_boxes)], cfg, positive)[0]
 
 
 def logits_kd_loss(student_logits: torch.Tensor, student_boxes: torch.Tensor, teacher_probs: torch.Tensor,
