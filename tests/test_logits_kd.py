@@ -90,3 +90,22 @@ def test_all_stage_pairs_matched_at_once_equal_each_image_matched_alone(mode):
             assert torch.equal(match.rows[mine], rows) and torch.equal(match.cols[mine], cols)
             assert torch.equal(match.has_box[mine], has_box)
         assert len(match.images) == batch * n_t  # every teacher prediction of every image has a student
+
+
+@pytest.mark.parametrize(("queries", "threads"), [(50, 1), (200, None)])
+def test_small_matchings_stay_serial_and_large_ones_take_the_cores(monkeypatch, queries, threads):
+    """Handing a 50 x 50 assignment to a thread costs more than solving it; 200 x 200 ones go to the pool."""
+    import compress.distill.losses.logits_kd as logits_kd
+
+    asked = []
+    real = logits_kd.solve_all
+
+    def recording(*args, threads=None):
+        asked.append(threads)
+        return real(*args, threads=threads)
+
+    monkeypatch.setattr(logits_kd, "solve_all", recording)
+    pair = (torch.zeros(2, queries, 3), torch.full((2, queries, 4), 0.5), torch.zeros(2, queries, 3),
+            torch.full((2, queries, 4), 0.5))
+    assert len(match_stages([pair, pair], LogitsKDConfig())[1].rows) == 2 * queries
+    assert asked == [threads]

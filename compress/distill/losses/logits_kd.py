@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.distill.box_ops import cxcywh_to_xyxy, giou
-from compress.distill.matcher import hungarian, kd_cost_matrix, solve_all
+from compress.distill.matcher import PARALLEL_MIN_ENTRIES, hungarian, kd_cost_matrix, solve_all
 
 MODES = ("all_pairs", "split")
 
@@ -98,7 +98,8 @@ def match_stages(pairs: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     positive = (torch.stack([torch.stack(list(p)) for p in teacher_positive]).cpu()
                 if cfg.mode == "split" else None)
     solved = solve_all(lambda pb: match_pairs(costs[pb], None if positive is None else positive[pb]),
-                       [(p, b) for p in range(num_pairs) for b in range(batch)])
+                       [(p, b) for p in range(num_pairs) for b in range(batch)],
+                       threads=1 if costs[0, 0].numel() < PARALLEL_MIN_ENTRIES else None)
     # images, rows, cols, has_box of every pair in one (4, pairs) table: one host-to-device copy
     table = torch.cat([torch.stack([torch.full_like(r, i % batch), r, c, h.long()])
                        for i, (r, c, h) in enumerate(solved)], 1).to(pairs[0][0].device)
