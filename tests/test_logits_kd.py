@@ -70,12 +70,13 @@ def test_split_mode_requires_positives_and_rejects_unknown_mode():
 
 
 @pytest.mark.parametrize("mode", ["all_pairs", "split"])
-def test_all_stage_pairs_matched_at_once_equal_each_image_matched_alone(mode):
+@pytest.mark.parametrize(("n_s", "n_t"), [(9, 7), (170, 160)])  # the second above PARALLEL_MIN_ENTRIES: threads
+def test_all_stage_pairs_matched_at_once_equal_each_image_matched_alone(mode, n_s, n_t):
     """match_stages solves every (pair, image) problem side by side from one batched cost: each pair's result
     must be what matching that pair's images one by one gives, images labelled and pairs kept apart."""
     gen = torch.Generator().manual_seed(7)
     cfg = LogitsKDConfig(mode=mode)
-    batch, n_s, n_t, classes = 3, 9, 7, 4
+    batch, classes = 3, 4
     pairs = [(torch.randn(batch, n_s, classes, generator=gen), torch.rand(batch, n_s, 4, generator=gen) * 0.5 + 0.1,
               torch.rand(batch, n_t, classes, generator=gen), torch.rand(batch, n_t, 4, generator=gen) * 0.5 + 0.1)
              for _ in range(4)]
