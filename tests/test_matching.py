@@ -97,3 +97,17 @@ def test_matching_threads_share_the_cores_between_torchrun_processes(monkeypatch
     assert matching_threads() == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     assert matching_threads() == 1
+
+
+def test_matching_benchmark_tool_times_serial_and_threaded_solves():
+    import subprocess
+    import sys
+
+    from tests.run_helpers import REPO, subprocess_env
+
+    res = subprocess.run([sys.executable, "tools/bench_matching.py", "--queries", "8", "40", "--repeats", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO, env=subprocess_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = [line.split("|")[1:-1] for line in res.stdout.splitlines() if line.startswith("| ")]
+    assert "serial ms" in table[0][1] and [row[0].strip() for row in table[1:]] == ["8", "40"]
+    assert all(float(cell) > 0 for row in table[1:] for cell in row[1:])
