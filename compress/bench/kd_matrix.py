@@ -28,7 +28,8 @@ from compress.errors import ConfigError
 from compress.report import read_scalars, val_points
 
 # The peers keep their own loss weight: the distill config's feature_kd.weight is tuned for DETRDistill's
-# masked loss (psi^2 makes it ~20x smaller than an unmasked MSE) and would mis-scale FitNet and MGD.
+# masked loss (with the cosine mask psi^2 makes it ~20x smaller than an unmasked MSE, hence 5.0 there) and
+# would mis-scale FitNet and MGD. The mask does not reach them: they are unmasked by definition.
 PEER_WEIGHT = 1.0
 # ... and their own levels: every neck level, their published form, whatever levels the distill config picks
 # for DETRDistill (the embedded default: the finest). Measured on the default pair (AMX, 1500 it, seeds 0-2)

@@ -17,16 +17,16 @@ model = dict(
     # seeds the official 1.0 / 1.0 / 1.0 gains +2.20 against these weights' +1.88: neither is better at that schedule.
     logits_kd=dict(enable=True, weight=0.25, mode='all_pairs', cls_weight=1.0, l1_weight=5.0, giou_weight=2.0),
     # Target-aware feature distillation on the neck outputs ('encoder' for the encoder memory), the finest level
-    # (24 x 24) only: levels=[0] (official: all four). Every recorded run of this default distilled that level
-    # alone (until 2026-11-27 one adapter was built whatever the config said); all four at weight 1.0 reached
-    # 6.1 AP on seed 0 against this setting's 11.6 (student alone 7.6; AMX machine, 1500 it).
-    # weight 5.0 (official 1.0): psi in (0, 1] enters squared, so at 1.0 this level's loss is ~20x smaller than
-    # an unmasked MSE on the same map (0.03 vs 0.5-1.0 for FitNet) and barely moves the student.
-    feature_kd=dict(enable=True, weight=5.0, source='neck', top_m=100, levels=[0]),
+    # (24 x 24) only: levels=[0] (official: all four); all four at weight 1.0 reached 6.1 AP on seed 0 against
+    # the finest's 11.6 (student alone 7.6; AMX machine, 1500 it). mask='boxes' (official: 'cosine'): the top-M
+    # teacher queries' quality painted over their boxes, which puts 96-99 % of the loss on the objects where
+    # the cosine-similarity mask spreads it like the objects' share of the map (tools/feature_mask_focus.py).
+    # weight 1.0; the cosine mask needs 5.0 (psi in (0, 1] enters squared and its loss is ~20x smaller).
+    feature_kd=dict(enable=True, weight=1.0, source='neck', top_m=100, levels=[0], mask='boxes'),
     # Query-prior assignment distillation: teacher queries through the student decoder, teacher assignment.
-    # At weight 2.0 with feature_kd=dict(mask='boxes', weight=1.0): +3.43 over six AMX seeds against this config's
-    # +1.88 (picked on those seeds); on four fresh seeds (Zen 4) +3.88 against this config's +3.27, a lead of +0.60
-    # inside its standard error (0.59), so this config stays the default (README, "Where the targets stand").
-    query_prior=dict(enable=True, weight=1.0))
+    # weight 2.0 (official 1.0). With the box mask, against the former default (cosine mask at 5.0, query prior
+    # at 1.0): +3.17 over six fresh seeds (Zen 4, seeds 8-13) against +2.18, ahead on 4 of 6 (README, "Where
+    # the targets stand"); picked on AMX seeds 0-5, where it gained +3.43 against +1.88.
+    query_prior=dict(enable=True, weight=2.0))
 # The official release's extra contrastive term (InfoNCE between matched query embeddings) stays off; turn it
 # on with model = dict(contrastive_kd=dict(enable=True)) (official weight 0.2, temperature 0.07, width 512).
