@@ -49,6 +49,20 @@ from compress.errors import CheckpointError, ConfigError
 from compress.models.sparse_deformable_attention import sparse_deformable_sampling
 
 
+@contextlib.contextmanager
+def own_random_stream():
+    """Draw from a CPU stream of our own, leaving the global one where the student's construction left it.
+
+    Seed for seed, the student then gets the initial weights (``init_weights`` runs after construction) and
+    the training draws (DINO's denoising queries) of the student trained alone: bench-kd's entries differ
+    from their baseline by the losses only, not by a second sample of the student's weights, which
+    otherwise follows from the teacher's construction consuming numbers before the student is initialised.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(torch.initial_seed() + 1)
+        yield
+
+
 def _section(cls, value: dict | None, name: str):
     """Build a loss config dataclass, refusing unknown keys with the list of valid ones."""
     value = dict(value or {})
@@ -197,6 +211,11 @@ class DETRDistiller(BaseModel):
         if self.student_checkpoint:
             load_detector_weights(self.student, self.student_checkpoint, "student")
 
+        with own_random_stream():
+            self._build_around_student(teacher)
+
+    def _build_around_student(self, teacher: dict) -> None:
+        """The teacher and the distiller's own modules (projection, adapters, heads, generators)."""
         self.teacher_autocast = _autocast_dtype(teacher.get("autocast"))
         self.teacher_sparse_attention = _switch(teacher, "sparse_attention", True)
         teacher_compile = _switch(teacher, "compile", False)
