@@ -62,11 +62,27 @@ def test_gradient_reaches_student_only_through_matched_pairs():
     assert logits.grad[0, 0].abs().sum() == 0 and boxes.grad[0, 0].abs().sum() == 0  # the unmatched one
 
 
+def test_teacher_score_box_weight_is_a_mean_weighted_by_the_teachers_top_probability():
+    loss = logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, LogitsKDConfig(box_weight="teacher_score"))
+    # pairs (s0, t1) weight 0.9 with the box error, (s1, t0) weight 0.6 exact; cls is untouched
+    assert loss["cls"].item() == pytest.approx((BCE_S0_T1 + BCE_S1_T0) / 2, abs=1e-5)
+    assert loss["l1"].item() == pytest.approx(5.0 * 0.9 * 0.1 / 1.5, abs=1e-5)
+    assert loss["giou"].item() == pytest.approx(2.0 * 0.9 * (1 - GIOU_S0_T1) / 1.5, abs=1e-5)
+    # a confident teacher on the exact pair: its weight dilutes the erring pair's more than uniform would
+    confident = T_PROBS.clone()
+    confident[0, 0, 1] = 0.99
+    loss = logits_kd_loss(S_LOGITS, S_BOXES, confident, T_BOXES, LogitsKDConfig(box_weight="teacher_score"))
+    assert loss["l1"].item() == pytest.approx(5.0 * 0.9 * 0.1 / 1.89, abs=1e-5)
+    assert loss["l1"].item() < 5.0 * 0.1 / 2
+
+
 def test_split_mode_requires_positives_and_rejects_unknown_mode():
     with pytest.raises(ValueError, match="positive"):
         logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, LogitsKDConfig(mode="split"))
     with pytest.raises(ValueError, match="mode"):
         LogitsKDConfig(mode="kl")
+    with pytest.raises(ValueError, match="box_weight"):
+        LogitsKDConfig(box_weight="score")
 
 
 @pytest.mark.parametrize("mode", ["all_pairs", "split"])

@@ -12,6 +12,11 @@ matched pairs get soft-target BCE + L1 + GIoU. Two ways to treat the teacher's b
 Normalisation: the BCE is summed over classes and matched pairs and divided by B x N_student (as in the
 official code); L1 and GIoU are averaged over the pairs that carry box terms. Student queries left
 unmatched (more student than teacher queries) get no term.
+
+``box_weight``: ``uniform`` (official) averages the box terms over the boxed pairs alike, so with all pairs
+most of the box gradient pulls students towards the teacher's background boxes; ``teacher_score`` weights
+each pair by the teacher's top class probability (a weighted mean), which keeps the classification term on
+every pair and the box pull on the boxes the teacher believes in, without the hard split's GT assignment.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from compress.distill.box_ops import cxcywh_to_xyxy, giou
 from compress.distill.matcher import PARALLEL_MIN_ENTRIES, hungarian, kd_cost_matrix, solve_all
 
 MODES = ("all_pairs", "split")
+BOX_WEIGHTS = ("uniform", "teacher_score")
 
 
 @dataclass
@@ -36,10 +42,13 @@ class LogitsKDConfig:
     cls_weight: float = 1.0
     l1_weight: float = 5.0
     giou_weight: float = 2.0
+    box_weight: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"logits_kd.mode must be one of {MODES}, got {self.mode!r}")
+        if self.box_weight not in BOX_WEIGHTS:
+            raise ValueError(f"logits_kd.box_weight must be one of {BOX_WEIGHTS}, got {self.box_weight!r}")
 
 
 def match_pairs(cost: torch.Tensor, positive: torch.Tensor | None
@@ -140,9 +149,13 @@ def logits_kd_loss(student_logits: torch.Tensor, student_boxes: torch.Tensor, te
                                                  reduction="sum")
     boxed_images, boxed_rows, boxed_cols = images[has_box], rows[has_box], cols[has_box]
     s_box, t_box = student_boxes[boxed_images, boxed_rows], teacher_boxes[boxed_images, boxed_cols]
-    l1_sum = (s_box - t_box).abs().sum()
-    giou_sum = (1 - giou(cxcywh_to_xyxy(s_box), cxcywh_to_xyxy(t_box))).sum()
-    pairs = max(len(boxed_rows), 1)
+    if cfg.box_weight == "teacher_score":
+        pair_weight = teacher_probs[boxed_images, boxed_cols].max(-1).values
+    else:
+        pair_weight = torch.ones_like(s_box[:, 0])
+    l1_sum = (pair_weight * (s_box - t_box).abs().sum(-1)).sum()
+    giou_sum = (pair_weight * (1 - giou(cxcywh_to_xyxy(s_box), cxcywh_to_xyxy(t_box)))).sum()
+    total = pair_weight.sum().clamp(min=1.0 if cfg.box_weight == "uniform" else 1e-6)
     return {"cls": cfg.cls_weight * cls_sum / (batch * num_student),
-            "l1": cfg.l1_weight * l1_sum / pairs,
-            "giou": cfg.giou_weight * giou_sum / pairs}
+            "l1": cfg.l1_weight * l1_sum / total,
+            "giou": cfg.giou_weight * giou_sum / total}
