@@ -155,7 +155,7 @@ def logits_kd_loss(student_logits: torch.Tensor, student_boxes: torch.Tensor, te
         pair_weight = torch.ones_like(s_box[:, 0])
     l1_sum = (pair_weight * (s_box - t_box).abs().sum(-1)).sum()
     giou_sum = (pair_weight * (1 - giou(cxcywh_to_xyxy(s_box), cxcywh_to_xyxy(t_box)))).sum()
-    total = pair_weight.sum().clamp(min=1.0 if cfg.box_weight == "uniform" else 1e-6)
+    total = pair_weight.sum().clamp(min=1e-6)  # no boxed pairs: 0 / eps = 0
     return {"cls": cfg.cls_weight * cls_sum / (batch * num_student),
             "l1": cfg.l1_weight * l1_sum / total,
             "giou": cfg.giou_weight * giou_sum / total}
