@@ -74,3 +74,20 @@ def test_components_switch_off(tmp_path):
     losses = run_steps(distiller, steps=1)[0]
     assert not [k for k in losses if k.startswith(("loss_lkd", "loss_fkd", "loss_qp"))]
     assert "loss_cls" in losses
+
+
+# DINO decodes the group in its own decoder call, Deformable DETR in a second one (widths apart: a projection)
+@pytest.mark.parametrize(("family", "t_dims"), [("dino", None), ("deformable", 128)])
+def test_logits_kd_on_teacher_queries_runs_the_group_without_the_query_prior(tmp_path, family, t_dims):
+    def build(**logits_kd):
+        s_dims = None if t_dims is None else 64
+        return build_distiller(tmp_path, tiny_model(family, embed_dims=t_dims), tiny_model(family, embed_dims=s_dims),
+                               logits_kd=logits_kd, feature_kd=dict(enable=False), query_prior=dict(enable=False))
+
+    distiller = build(points="teacher_queries", mode="split")
+    losses = run_steps(distiller)[-1]
+    assert {"loss_lkd_cls_s0", "loss_lkd_l1_s1"} <= losses.keys()
+    assert not [k for k in losses if k.startswith("loss_qp")]
+    if t_dims is not None:  # the projection only carries the teacher's queries into the student
+        assert distiller.query_proj.weight.grad.abs().sum() > 0
+        assert build().query_proj is None  # matched points need no teacher group

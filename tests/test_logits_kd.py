@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from compress.distill.losses.logits_kd import LogitsKDConfig, logits_kd_loss, match_pairs, match_stages
+from compress.distill.losses.logits_kd import (
+    LogitsKDConfig,
+    logits_kd_loss,
+    match_pairs,
+    match_stages,
+    query_match,
+)
 from compress.distill.matcher import kd_cost_matrix
 
 
@@ -76,6 +82,32 @@ def test_teacher_score_box_weight_is_a_mean_weighted_by_the_teachers_top_probabi
     assert loss["l1"].item() < 5.0 * 0.1 / 2
 
 
+def test_teacher_query_points_pair_each_query_with_its_own_teacher_prediction():
+    cfg = LogitsKDConfig(points="teacher_queries")
+    loss = logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, cfg, match=query_match(1, 2, "cpu"))
+    # pairs (s0, t0) and (s1, t1), though the Hungarian matching would cross them
+    bce_s0_t0 = softplus(2.0) - 2.0 * 0.1 + softplus(-1.0) + 1.0 * 0.6
+    bce_s1_t1 = softplus(-3.0) + 3.0 * 0.9 + softplus(0.5) - 0.5 * 0.2
+    # both pairs disjoint: 1 - GIoU = 1 + (hull - union) / hull
+    giou_s0_t0 = 1 + (0.36 - 0.08) / 0.36  # hull 0.6 x 0.6
+    giou_s1_t1 = 1 + (0.39 - 0.10) / 0.39  # hull 0.6 x 0.65, the teacher box 0.2 x 0.3
+    assert loss["cls"].item() == pytest.approx((bce_s0_t0 + bce_s1_t1) / 2, abs=1e-5)
+    assert loss["l1"].item() == pytest.approx(5.0 * (0.8 + 0.9) / 2, abs=1e-5)
+    assert loss["giou"].item() == pytest.approx(2.0 * (giou_s0_t0 + giou_s1_t1) / 2, abs=1e-5)
+    # split: only the teacher's positive query carries box terms
+    loss = logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, cfg,
+                          match=query_match(1, 2, "cpu", torch.tensor([[False, True]])))
+    assert loss["cls"].item() == pytest.approx((bce_s0_t0 + bce_s1_t1) / 2, abs=1e-5)
+    assert loss["l1"].item() == pytest.approx(5.0 * 0.9, abs=1e-5)
+
+
+def test_query_match_pairs_every_image_query_by_query():
+    match = query_match(2, 3, "cpu", torch.tensor([[True, False, False], [False, False, True]]))
+    assert match.images.tolist() == [0, 0, 0, 1, 1, 1]
+    assert match.rows.tolist() == match.cols.tolist() == [0, 1, 2, 0, 1, 2]
+    assert match.has_box.tolist() == [True, False, False, False, False, True]
+
+
 def test_split_mode_requires_positives_and_rejects_unknown_mode():
     with pytest.raises(ValueError, match="positive"):
         logits_kd_loss(S_LOGITS, S_BOXES, T_PROBS, T_BOXES, LogitsKDConfig(mode="split"))
@@ -83,6 +115,8 @@ def test_split_mode_requires_positives_and_rejects_unknown_mode():
         LogitsKDConfig(mode="kl")
     with pytest.raises(ValueError, match="box_weight"):
         LogitsKDConfig(box_weight="score")
+    with pytest.raises(ValueError, match="points"):
+        LogitsKDConfig(points="queries")
 
 
 @pytest.mark.parametrize("mode", ["all_pairs", "split"])

@@ -40,7 +40,7 @@ from compress.distill.losses.feature_kd import (
     select_queries,
 )
 from compress.distill.losses.fitnet import fitnet_loss
-from compress.distill.losses.logits_kd import LogitsKDConfig, StageMatch, logits_kd_loss, match_stages
+from compress.distill.losses.logits_kd import LogitsKDConfig, StageMatch, logits_kd_loss, match_stages, query_match
 from compress.distill.losses.mgd import MGDGenerator, mgd_loss
 from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_assignment
 from compress.distill.stage_pairing import assignment_stage, group_stages
@@ -192,7 +192,8 @@ class DETRDistiller(BaseModel):
         student: dict(config=<path or model dict>, checkpoint=<optional init path>).
         logits_kd / feature_kd / query_prior / contrastive_kd: loss sections (see the dataclasses in
             ``losses/``); each has ``enable`` and ``weight``. ``contrastive_kd`` (off by default) is the
-            official release's extra InfoNCE between matched query embeddings.
+            official release's extra InfoNCE between matched query embeddings. ``logits_kd.points=
+            'teacher_queries'`` runs the teacher-query group through the student even with the query prior off.
     """
 
     def __init__(self, teacher: dict, student: dict, logits_kd: dict | None = None,
@@ -241,7 +242,7 @@ class DETRDistiller(BaseModel):
         # A query group of width E_t entering a student of width E_s needs a projection; bias-free so
         # all-zero content queries (DETR, Conditional, DAB) stay zero.
         self.query_proj = (nn.Linear(t_dims, s_dims, bias=False)
-                           if self.query_cfg.enable and t_dims != s_dims else None)
+                           if self._needs_query_group() and t_dims != s_dims else None)
         self.feature_adapters = None
         self.feature_levels = self._feature_levels() if self.feature_cfg.enable else []
         if self.feature_cfg.enable:
@@ -273,12 +274,18 @@ class DETRDistiller(BaseModel):
                               "logits_kd.mode='split' need (the teacher's own assignment)")
 
     def _needs_teacher_assignment(self) -> bool:
-        """The teacher's own GT assignment feeds the query prior and the split matching's positives."""
-        return self.query_cfg.enable or self._split_matching()
+        """The teacher's own GT assignment feeds the query prior and the split mode's positives."""
+        return self.query_cfg.enable or (self.logits_cfg.mode == "split" and
+                                         (self.logits_cfg.enable or self.contrast_cfg.enable))
 
-    def _split_matching(self) -> bool:
-        """Whether the student-teacher matching (logits KD, contrastive term) is the paper's split one."""
-        return (self.logits_cfg.enable or self.contrast_cfg.enable) and self.logits_cfg.mode == "split"
+    def _query_points(self) -> bool:
+        """Whether logits KD distils on the teacher-query group (``points='teacher_queries'``)."""
+        return self.logits_cfg.enable and self.logits_cfg.points == "teacher_queries"
+
+    def _needs_query_group(self) -> bool:
+        """The teacher's queries go through the student's decoder for the query prior and for logits KD on
+        the teacher's queries."""
+        return self.query_cfg.enable or self._query_points()
 
     def _feature_levels(self) -> list[int]:
         """The distilled levels. Deformable DETR and DINO carry num_feature_levels (their neck outputs and
@@ -325,9 +332,9 @@ class DETRDistiller(BaseModel):
         teacher = self._teacher_forward(inputs, data_samples)
         # The teacher's queries ride along in the student's own forward (one encoder pass, and for DINO one
         # decoder call); the official-style step (encoder_twice) decodes them in a second full student pass.
-        group = self._query_group(teacher) if self.query_cfg.enable else None
-        student = forward_taps(self.student, inputs, data_samples,
-                               group=None if self.query_cfg.encoder_twice else group)
+        group = self._query_group(teacher) if self._needs_query_group() else None
+        twice = self.query_cfg.encoder_twice
+        student = forward_taps(self.student, inputs, data_samples, group=None if twice else group)
         gts = [s.gt_instances for s in data_samples]
         metas = [s.metainfo for s in data_samples]
         losses = detection_loss(self.student, student, gts, metas)
@@ -335,18 +342,21 @@ class DETRDistiller(BaseModel):
         num_t, num_s = teacher.cls_scores.shape[0], student.cls_scores.shape[0]
         targets = self._teacher_targets(teacher, gts, metas) if self._needs_teacher_assignment() else {}
         groups = group_stages(num_t, num_s)
-        if self.logits_cfg.enable or self.contrast_cfg.enable:
+        decoded = None
+        if group is not None:  # official-style step: a second student pass serves the teacher group
+            decoded = (forward_taps(self.student, inputs, data_samples, group) if twice else student).extras["group"]
+        matched = None
+        if (self.logits_cfg.enable and not self._query_points()) or self.contrast_cfg.enable:
             matched = self._match_stages(teacher, student, targets, groups)
-            if self.logits_cfg.enable:
-                losses.update(self._logits_kd(matched))
-            if self.contrast_cfg.enable:
-                losses.update(self._contrastive_kd(teacher, student, matched))
+        if self.logits_cfg.enable:
+            losses.update(self._logits_kd(self._query_pairs(teacher, decoded, targets, groups)
+                                          if self._query_points() else matched))
+        if self.contrast_cfg.enable:
+            losses.update(self._contrastive_kd(teacher, student, matched))
         if self.feature_cfg.enable:
             losses.update(self._feature_kd(teacher, student, gts, metas))
-        if self.query_cfg.enable:  # official-style step: a second student pass serves the teacher group
-            twice = self.query_cfg.encoder_twice
-            carrier = forward_taps(self.student, inputs, data_samples, group) if twice else student
-            losses.update(self._query_prior(carrier.extras["group"], targets, metas, assignment_stage(num_t, num_s)))
+        if self.query_cfg.enable:
+            losses.update(self._query_prior(decoded, targets, metas, assignment_stage(num_t, num_s)))
         return losses
 
     def _teacher_forward(self, inputs: torch.Tensor, data_samples: list) -> Taps:
@@ -363,24 +373,46 @@ class DETRDistiller(BaseModel):
         with torch.no_grad():
             return stage_targets(self.teacher.bbox_head, teacher.cls_scores, teacher.bbox_preds, gts, metas)
 
+    def _stage_pairs(self, teacher: Taps, s_scores: torch.Tensor, s_boxes: torch.Tensor, groups: list[list[int]]
+                     ) -> tuple[list[tuple[int, int, int]], list[tuple]]:
+        """(s_stage, t_stage, group size) and (student logits, student boxes, teacher probs, teacher boxes) of
+        every paired stage; ``s_scores`` / ``s_boxes`` (stages, B, N, .) hold the student predictions to pair."""
+        keys, pairs = [], []
+        for s_stage, t_stages in enumerate(groups):
+            s_cls = class_logits(s_scores[s_stage], self.s_softmax)
+            for t_stage in t_stages:
+                t_probs = class_logits(teacher.cls_scores[t_stage], self.t_softmax).sigmoid()
+                keys.append((s_stage, t_stage, len(t_stages)))
+                pairs.append((s_cls, s_boxes[s_stage], t_probs, _clamped_cxcywh(teacher.bbox_preds[t_stage])))
+        return keys, pairs
+
+    def _teacher_positives(self, targets: dict, t_stage: int) -> list[torch.Tensor]:
+        """Per image an (N_t,) bool of the teacher's GT-assigned predictions at ``t_stage``."""
+        return [labels != self.student.bbox_head.num_classes for labels in targets[t_stage][0]]
+
     def _match_stages(self, teacher: Taps, student: Taps, targets: dict,
                       groups: list[list[int]]) -> list[tuple[int, int, int, tuple, StageMatch]]:
         """Every (student stage, teacher stage) pair's predictions and Hungarian matching, computed once for
         the logits KD and the contrastive term: (s_stage, t_stage, group size, predictions, match)."""
-        num_classes = self.student.bbox_head.num_classes
-        split = self.logits_cfg.mode == "split"
-        keys, pairs, positives = [], [], []
-        for s_stage, t_stages in enumerate(groups):
-            s_cls = class_logits(student.cls_scores[s_stage, :, student.num_dn:], self.s_softmax)
-            s_box = student.bbox_preds[s_stage, :, student.num_dn:]
-            for t_stage in t_stages:
-                t_probs = class_logits(teacher.cls_scores[t_stage], self.t_softmax).sigmoid()
-                keys.append((s_stage, t_stage, len(t_stages)))
-                pairs.append((s_cls, s_box, t_probs, _clamped_cxcywh(teacher.bbox_preds[t_stage])))
-                if split:
-                    positives.append([labels != num_classes for labels in targets[t_stage][0]])
-        matches = match_stages(pairs, self.logits_cfg, positives if split else None)
+        keys, pairs = self._stage_pairs(teacher, student.cls_scores[:, :, student.num_dn:],
+                                        student.bbox_preds[:, :, student.num_dn:], groups)
+        positives = ([self._teacher_positives(targets, t_stage) for _, t_stage, _ in keys]
+                     if self.logits_cfg.mode == "split" else None)
+        matches = match_stages(pairs, self.logits_cfg, positives)
         return [(*key, predictions, match) for key, predictions, match in zip(keys, pairs, matches)]
+
+    def _query_pairs(self, teacher: Taps, decoded: tuple[torch.Tensor, torch.Tensor], targets: dict,
+                     groups: list[list[int]]) -> list[tuple[int, int, int, tuple, StageMatch]]:
+        """``_match_stages`` for ``points='teacher_queries'``: the teacher group's student predictions, each
+        paired with the teacher's prediction for the same query."""
+        keys, pairs = self._stage_pairs(teacher, *decoded, groups)
+        batch, num_queries = decoded[0].shape[1:3]
+        device = decoded[0].device
+        split = self.logits_cfg.mode == "split"
+        return [(*key, predictions,
+                 query_match(batch, num_queries, device,
+                             torch.stack(self._teacher_positives(targets, key[1])) if split else None))
+                for key, predictions in zip(keys, pairs)]
 
     def _logits_kd(self, matched: list) -> dict:
         cfg = self.logits_cfg

@@ -17,6 +17,13 @@ unmatched (more student than teacher queries) get no term.
 most of the box gradient pulls students towards the teacher's background boxes; ``teacher_score`` weights
 each pair by the teacher's top class probability (a weighted mean), which keeps the classification term on
 every pair and the box pull on the boxes the teacher believes in, without the hard split's GT assignment.
+
+``points``: ``matched`` (DETRDistill) distils the student's own predictions through the Hungarian matching
+above. ``teacher_queries`` takes KD-DETR's consistent distillation points (Wang et al., CVPR 2024): the
+teacher's decoder queries run through the student's decoder (the query-prior group), and each query's
+student prediction is paired with the teacher's prediction for that same query, no matching. Why: a matched
+student query may sit on another object than its teacher pair and the pairing can flip from step to step,
+which KD-DETR names as the reason matched logits KD transfers little; the shared query removes both.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from compress.distill.matcher import PARALLEL_MIN_ENTRIES, hungarian, kd_cost_ma
 
 MODES = ("all_pairs", "split")
 BOX_WEIGHTS = ("uniform", "teacher_score")
+POINTS = ("matched", "teacher_queries")
 
 
 @dataclass
@@ -43,12 +51,15 @@ class LogitsKDConfig:
     l1_weight: float = 5.0
     giou_weight: float = 2.0
     box_weight: str = "uniform"
+    points: str = "matched"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"logits_kd.mode must be one of {MODES}, got {self.mode!r}")
         if self.box_weight not in BOX_WEIGHTS:
             raise ValueError(f"logits_kd.box_weight must be one of {BOX_WEIGHTS}, got {self.box_weight!r}")
+        if self.points not in POINTS:
+            raise ValueError(f"logits_kd.points must be one of {POINTS}, got {self.points!r}")
 
 
 def match_pairs(cost: torch.Tensor, positive: torch.Tensor | None
@@ -83,6 +94,18 @@ class StageMatch:
     rows: torch.Tensor
     cols: torch.Tensor
     has_box: torch.Tensor
+
+
+def query_match(batch: int, num_queries: int, device: torch.device | str,
+                has_box: torch.Tensor | None = None) -> StageMatch:
+    """The ``teacher_queries`` pairs: student row n of image b with teacher column n of the same image.
+
+    ``has_box`` (B, N) bool says which pairs carry box terms (``split``: the teacher's positives); None: all.
+    """
+    rows = torch.arange(num_queries, device=device).repeat(batch)
+    images = torch.arange(batch, device=device).repeat_interleave(num_queries)
+    boxed = torch.ones_like(rows, dtype=torch.bool) if has_box is None else has_box.to(device).flatten()
+    return StageMatch(images, rows, rows, boxed)
 
 
 def match_stages(pairs: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
