@@ -46,9 +46,10 @@ VARIANTS = {
     # bench-kd's variants of the full step, under their bench-kd labels
     **{label: switches for label, switches in TIMING.items() if label.startswith(("DETRDistill, ", "official"))},
 }
-# _match_stages: the student-teacher matching that logits KD (and the contrastive term, when on) use
-SECTIONS = ("_teacher_forward", "_teacher_targets", "_match_stages", "_logits_kd", "_feature_kd", "_query_prior",
-            "_contrastive_kd")
+# _match_stages: the student-teacher matching that logits KD on matched points (and the contrastive term, when
+# on) use; _query_pairs: the pairing of logits KD on the teacher's queries (the default), no matching
+SECTIONS = ("_teacher_forward", "_teacher_targets", "_match_stages", "_query_pairs", "_logits_kd", "_feature_kd",
+            "_query_prior", "_contrastive_kd")
 
 
 def with_random_weights(model_cfg: dict, folder: Path) -> dict:
