@@ -343,7 +343,7 @@ class DETRDistiller(BaseModel):
         targets = self._teacher_targets(teacher, gts, metas) if self._needs_teacher_assignment() else {}
         groups = group_stages(num_t, num_s)
         decoded = None
-        if group is not None:  # official-style step: a second student pass serves the teacher group
+        if group is not None:  # the official-style step decodes the group in a second student pass
             decoded = (forward_taps(self.student, inputs, data_samples, group) if twice else student).extras["group"]
         matched = None
         if (self.logits_cfg.enable and not self._query_points()) or self.contrast_cfg.enable:
