@@ -15,7 +15,7 @@ model = dict(
     # Hungarian matching of the student's own predictions to the teacher's): the teacher's queries decoded by the
     # student learn the teacher's predictions for the same queries. Paired seeds 0-2 (Zen 4, 1500 it): logits KD
     # alone +3.37 against the matched form's -0.40, the full method +5.60 against +2.53 (README, "Where the
-    # targets stand"); on fresh seeds 8-13 +2.33 and +3.25 (the former default there: +3.17, unpaired).
+    # targets stand"); on fresh seeds 8-13 +2.33 and +3.25 (8-11 paired: +2.93 against the matched +1.80).
     # The matched form was best at weight 0.25: model = dict(logits_kd=dict(points='matched',
     # weight=0.25)) restores the former default.
     logits_kd=dict(enable=True, weight=1.0, mode='all_pairs', points='teacher_queries', cls_weight=1.0,
