@@ -100,6 +100,24 @@ def test_switch_routes_no_grad_calls_only_and_restores_mmcv():
     assert mmcv_msda.multi_scale_deformable_attn_pytorch is DENSE
 
 
+def test_bf16_autocast_takes_the_sparse_product_in_float32():
+    """A teacher under bf16 autocast gets the sparse product (computed in float32 from its bf16 inputs), not
+    mmcv's slower per-level grid_sample fallback."""
+    value, shapes, locations, weights = random_inputs(2, 4, 8, 2, [[12, 12], [6, 6]], 30)
+    low = (value.bfloat16(), shapes, locations.bfloat16(), weights.bfloat16())
+    expected = DENSE(*(t.float() if t.is_floating_point() else t for t in low)).bfloat16()
+
+    def routed():
+        return mmcv_msda.multi_scale_deformable_attn_pytorch(*low)
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), sparse_deformable_sampling():
+        assert grid_sample_calls(routed) == 0
+        got = routed()
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)
+    assert grid_sample_calls(lambda: DENSE(*low)) == 2  # the fallback it replaces: one grid_sample per level
+
+
 def test_teacher_forward_is_the_same_with_sparse_attention(tmp_path):
     distiller = build_distiller(tmp_path, tiny_model("dino"), tiny_model("dino", width=4))
     assert distiller.teacher_sparse_attention is True  # the default
