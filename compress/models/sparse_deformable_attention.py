@@ -59,16 +59,19 @@ def sparse_deformable_attention(value: torch.Tensor, spatial_shapes: torch.Tenso
     low_in, high_in = low.clamp(min=0).minimum(size - 1), high.clamp(min=0).minimum(size - 1)
     (wx0, wy0), (wx1, wy1) = ((1 - frac) * (low_in == low)).unbind(-1), (frac * (high_in == high)).unbind(-1)
     (x0, y0), (x1, y1) = low_in.unbind(-1), high_in.unbind(-1)
-    attention = attention_weights.reshape(rows, slots)
-    wy0, wy1 = wy0 * attention, wy1 * attention
     # column of value (b, key, h) = (b * keys + key) * heads + h, with key = start + y * w + x
     block = (torch.arange(batch, dtype=index_dtype, device=device).view(batch, 1, 1) * (keys * heads)
              + torch.arange(heads, dtype=index_dtype, device=device)).expand(batch, queries, heads).reshape(rows, 1)
     offset, row_step = start * heads + block, size[:, 0] * heads
     top, bottom = y0 * row_step + offset, y1 * row_step + offset
     x0, x1 = x0 * heads, x1 * heads
-    columns = torch.stack([top + x0, top + x1, bottom + x0, bottom + x1], 1)  # (rows, 4, L*P)
-    weights = torch.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], 1)
+    # entries per row ordered (level, corner, point): the summation order of the rows-last version before it,
+    # so the product is bit-identical to it and trainings reproduce
+    columns = torch.stack([(a + b).view(rows, levels, points) for a, b in ((top, x0), (top, x1), (bottom, x0),
+                                                                            (bottom, x1))], 2)
+    weights = torch.stack([(a * b).view(rows, levels, points) for a, b in ((wy0, wx0), (wy0, wx1), (wy1, wx0),
+                                                                            (wy1, wx1))], 2)
+    weights = weights * attention_weights.reshape(rows, levels, 1, points)
     per_row = 4 * slots
     crow = torch.arange(0, rows * per_row + 1, per_row, dtype=torch.int32, device=device)
     with warnings.catch_warnings():  # CSR construction and its product are all this uses of the "beta" API
