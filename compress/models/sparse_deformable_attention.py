@@ -36,7 +36,7 @@ def sparse_deformable_attention(value: torch.Tensor, spatial_shapes: torch.Tenso
     product is already in the output layout; columns index the values as (b, key, h), their memory
     order, so ``value`` is used without a copy. The index arithmetic runs row-major, (rows, L*P) like the
     inputs, so the CSR arrays come out in place: a rows-last layout needed two transposing copies of
-    (rows, 16 * L * P) arrays per call, which took half of the op's time on the default teacher's encoder.
+    (rows, 4 * L * P) arrays per call, which took half of the op's time on the default teacher's encoder.
     """
     batch, keys, heads, dims = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
@@ -65,8 +65,9 @@ def sparse_deformable_attention(value: torch.Tensor, spatial_shapes: torch.Tenso
     offset, row_step = start * heads + block, size[:, 0] * heads
     top, bottom = y0 * row_step + offset, y1 * row_step + offset
     x0, x1 = x0 * heads, x1 * heads
-    # entries per row ordered (level, corner, point): the summation order of the rows-last version before it,
-    # so the product is bit-identical to it and trainings reproduce
+    # entries per row in (level, corner, point) order, the order this op has always summed in: another order
+    # rounds differently, and 1500-iteration distillation runs then end about 1 AP apart per seed
+    # (docs/bench_kd_results.md), so recorded runs would no longer reproduce
     columns = torch.stack([(a + b).view(rows, levels, points) for a, b in ((top, x0), (top, x1), (bottom, x0),
                                                                             (bottom, x1))], 2)
     weights = torch.stack([(a * b).view(rows, levels, points) for a, b in ((wy0, wx0), (wy0, wx1), (wy1, wx0),
