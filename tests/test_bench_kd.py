@@ -213,6 +213,30 @@ def test_profile_tool_times_a_pair_without_its_weights(tiny_pair):
     assert "| DETRDistill (all three) |" in res.stdout and "| student alone |" in res.stdout
 
 
+def test_profile_tool_splits_the_variant_it_is_asked_for(tiny_pair):
+    """--sections-of: the sections come from that variant's step (here the bf16 teacher's), which is timed
+    even when --variants does not list it; a variant without a distiller is refused."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.run_helpers import REPO, subprocess_env
+
+    config = write_distill_config(tiny_pair, "profile_sections", iters=2, val_interval=2, ckpt_interval=2)
+    command = [sys.executable, "tools/profile_kd_step.py", "--config", str(config), "--batches", "1", "--rounds",
+               "1", "--variants", "student alone", "--sections-of"]
+    bf16 = "DETRDistill, teacher bf16 autocast"
+    res = subprocess.run([*command, bf16], capture_output=True, text=True, timeout=600, cwd=REPO,
+                         env=subprocess_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = dict(re.findall(r"^\| ([^|]+?) \| ([0-9.]+) \|", res.stdout, flags=re.M))
+    assert float(rows[bf16]) > 0 and "DETRDistill (all three)" not in rows
+    assert f"| {bf16}: section | ms/step |" in res.stdout and float(rows["teacher_forward"]) > 0
+    refused = subprocess.run([*command, "student alone"], capture_output=True, text=True, timeout=600, cwd=REPO,
+                             env=subprocess_env())
+    assert refused.returncode == 2 and "--sections-of: invalid choice: 'student alone'" in refused.stderr
+
+
 def test_gain_is_taken_from_unrounded_means():
     """Three seeds whose mean AP is 3.6333: the baseline's gain is exactly 0 (no "-0.0"), the others' gain
     is the difference of unrounded means."""

@@ -141,3 +141,20 @@ def test_bad_sparse_attention_value_is_one_line(tmp_path):
                         teacher_options={"sparse_attention": "yes"})
     text = str(err.value)
     assert "\n" not in text and "model.teacher.sparse_attention must be True or False" in text
+
+
+def test_timing_tool_times_both_paths():
+    """tools/time_sparse_attention.py at a small shape: one row per path, positive medians, one per round."""
+    import subprocess
+    import sys
+
+    from tests.run_helpers import REPO, subprocess_env
+
+    res = subprocess.run([sys.executable, "tools/time_sparse_attention.py", "--batch", "1", "--queries", "20",
+                          "--heads", "2", "--shapes", "6", "3", "--calls", "2", "--rounds", "2"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO, env=subprocess_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in res.stdout.splitlines() if line.startswith("| ")]
+    assert [row[0].strip() for row in rows[1:]] == ["sparse product", "mmcv grid_sample fallback"]
+    for _, median, rounds in rows[1:]:
+        assert float(median) > 0 and len(rounds.split(",")) == 2

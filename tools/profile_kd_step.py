@@ -132,13 +132,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all variants")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         metavar="NAME", help=f"a subset of {list(VARIANTS)} (the first is always timed)")
+    parser.add_argument("--sections-of", default=FULL, metavar="NAME",
+                        choices=[name for name, switches in VARIANTS.items() if switches is not None],
+                        help="the distiller variant whose step is split into sections (e.g. a bf16 teacher's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--random-init", action="store_true",
                         help="random weights: no teacher checkpoint or pretrained backbone is read")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="override config keys (key=value), e.g. the train dataloader's data_root")
     args = parser.parse_args()
-    chosen = {name: VARIANTS[name] for name in VARIANTS if name in {*args.variants, *list(VARIANTS)[:1], FULL}}
+    chosen = {name: VARIANTS[name] for name in VARIANTS
+              if name in {*args.variants, *list(VARIANTS)[:1], args.sections_of}}
 
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
@@ -165,7 +169,7 @@ def main() -> None:
             for batch in batches[1:]:
                 times[name].append(step(model, optimizer, batch))
     # The sections in a pass of their own: on a GPU their synchronisations would slow the timed steps.
-    model, optimizer = models[FULL]
+    model, optimizer = models[args.sections_of]
     time_sections(model, sections)
     for batch in batches[1:]:
         step(model, optimizer, batch, sections)
@@ -179,7 +183,7 @@ def main() -> None:
         vs_student = f"{median / student:.2f}" if student else "-"
         print(f"| {name} | {median:.4f} | {median / floor:.2f} | {vs_student} |")
     steps = len(batches) - 1
-    print(f"\n| {FULL}: section | ms/step |\n|---|---|")
+    print(f"\n| {args.sections_of}: section | ms/step |\n|---|---|")
     for name, values in sections.items():
         print(f"| {name.strip('_')} | {1000 * sum(values) / steps:.1f} |")
 
