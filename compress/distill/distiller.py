@@ -44,7 +44,14 @@ from compress.distill.losses.logits_kd import LogitsKDConfig, StageMatch, logits
 from compress.distill.losses.mgd import MGDGenerator, mgd_loss
 from compress.distill.losses.query_prior_kd import QueryPriorConfig, loss_under_assignment
 from compress.distill.stage_pairing import assignment_stage, group_stages
-from compress.distill.taps import QUERY_KEYS, Taps, detection_loss, forward_taps, is_softmax_head
+from compress.distill.taps import (
+    QUERY_KEYS,
+    Taps,
+    detection_loss,
+    encode_again_and_decode_group,
+    forward_taps,
+    is_softmax_head,
+)
 from compress.errors import CheckpointError, ConfigError
 from compress.models.sparse_deformable_attention import sparse_deformable_sampling
 
@@ -331,7 +338,7 @@ class DETRDistiller(BaseModel):
     def loss(self, inputs: torch.Tensor, data_samples: list) -> dict[str, torch.Tensor]:
         teacher = self._teacher_forward(inputs, data_samples)
         # The teacher's queries ride along in the student's own forward (one encoder pass, and for DINO one
-        # decoder call); the official-style step (encoder_twice) decodes them in a second full student pass.
+        # decoder call); the official-style step (encoder_twice) re-runs the student's encoder for them.
         group = self._query_group(teacher) if self._needs_query_group() else None
         twice = self.query_cfg.encoder_twice
         student = forward_taps(self.student, inputs, data_samples, group=None if twice else group)
@@ -343,8 +350,9 @@ class DETRDistiller(BaseModel):
         targets = self._teacher_targets(teacher, gts, metas) if self._needs_teacher_assignment() else {}
         groups = group_stages(num_t, num_s)
         decoded = None
-        if group is not None:  # the official-style step decodes the group in a second student pass
-            decoded = (forward_taps(self.student, inputs, data_samples, group) if twice else student).extras["group"]
+        if group is not None:
+            decoded = (encode_again_and_decode_group(self.student, student, data_samples, group) if twice
+                       else student.extras["group"])
         matched = None
         if (self.logits_cfg.enable and not self._query_points()) or self.contrast_cfg.enable:
             matched = self._match_stages(teacher, student, targets, groups)

@@ -149,6 +149,17 @@ def detection_loss(model, taps: Taps, batch_gt_instances: list, batch_img_metas:
     return head.loss_by_feat(*args)
 
 
+def encode_again_and_decode_group(model, taps: Taps, data_samples: list, group: dict
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official code's teacher-group pass (its head's ``forward_train_teacher_group``): the student's
+    encoder runs a second time on the neck features of the shared backbone pass, its decoder on the group
+    alone. The timing baseline one encoder pass is measured against, so it must not cost more than the
+    official step (no second backbone, the own and denoising queries not decoded again)."""
+    encoder_inputs, _ = model.pre_transformer(list(taps.feats), data_samples)
+    memory = model.forward_encoder(**encoder_inputs)["memory"]
+    return decode_query_group(model, {**taps.decoder_inputs, "memory": memory}, group)
+
+
 def decode_query_group(model, decoder_inputs: dict, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode an extra query group in a decoder call of its own, on the encoder output that
     ``decoder_inputs`` carries; returns its (cls_scores, bbox_preds). The encoder is not run again."""

@@ -22,8 +22,8 @@ from mmdet.utils import reduce_mean
 class QueryPriorConfig:
     enable: bool = True
     weight: float = 1.0
-    # The official code's step: the student's backbone, neck and encoder run a second time for the teacher
-    # group (about 1.5x the cost of one shared pass). Off by default; kept for parity runs and timing.
+    # The official code's step: the student's encoder and decoder run a second time, for the teacher group
+    # alone, on the shared backbone/neck features. Off by default; kept for parity runs and timing.
     encoder_twice: bool = False
 
 
