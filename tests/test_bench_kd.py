@@ -270,6 +270,27 @@ def test_gain_is_taken_from_unrounded_means():
             "within 2 SE of zero)" in kd_table(one_seed))
 
 
+def test_step_verdicts_show_the_same_round_ratios():
+    """A round that slows every entry moves the medians' ratio; the ratio within each round cancels it."""
+    from compress.bench.kd_matrix import FLOOR, summarize
+    from compress.bench.kd_report import kd_table
+
+    rounds = {"student alone": [0.20, 0.30, 0.20], FLOOR: [0.35, 0.50, 0.34],
+              "DETRDistill (one encoder pass)": [0.40, 0.50, 0.36],
+              "official style (encoder twice)": [0.50, 0.80, 0.62]}
+    timing = {label: float(sorted(values)[1]) for label, values in rounds.items()}
+    report = summarize({}, timing, [0], 10, rounds)
+    table = kd_table(report)
+    # medians 0.62 / 0.40 = 1.55; per round 0.50/0.40, 0.80/0.50, 0.62/0.36 = 1.25, 1.60, 1.72
+    assert ("- DETRDistill step >= 1.5x faster than the official-style step: 1.55 (met; per round 1.25, 1.60, "
+            "1.72; median 1.60)") in table
+    # medians 0.40 / 0.35 = 1.14; per round 0.40/0.35, 0.50/0.50, 0.36/0.34 = 1.14, 1.00, 1.06
+    assert ("- DETRDistill step <= 1.1x (student step + teacher forward): 1.14 (MISSED; per round 1.14, 1.00, "
+            "1.06; median 1.06)") in table
+    one_round = summarize({}, timing, [0], 10, {label: values[:1] for label, values in rounds.items()})
+    assert "per round" not in kd_table(one_round)
+
+
 def test_gpu_runs_report_the_cards_peak_memory_next_to_the_rss():
     """mmengine logs ``memory`` (CUDA max_memory_allocated, MB) with each training line on a GPU; the matrix
     takes the training lines' peak, leaves val lines out, and adds a column only when the runs measured it."""

@@ -40,8 +40,10 @@ def kd_table(report: dict) -> str:
         each = ", ".join(f"{v:.3f}" for v in rounds.get(label, []))
         lines.append(f"| {label} | {seconds:.4f} | {report['step_time_vs_student'].get(label, '-')} | {each} |")
     lines.append("")
+    # the evidence behind a verdict: seeds won for an AP target, same-round ratios for a step-time one
     lines += [f"- {t['target']}: {t['measured']} ({'met' if t['met'] else 'MISSED'}"
-              + (f"; {t['seeds_won']})" if t.get("seeds_won") else ")") for t in report["targets"]]
+              + "".join(f"; {t[key]}" for key in ("seeds_won", "rounds") if t.get(key)) + ")"
+              for t in report["targets"]]
     return "\n".join(lines)
 
 
