@@ -98,3 +98,30 @@ def test_encoder_twice_decodes_the_group_as_the_one_pass_step_does(tmp_path, fam
     assert again[0].shape[2] == group["query"].shape[1]
     torch.testing.assert_close(again[0], one_pass.extras["group"][0])
     torch.testing.assert_close(again[1], one_pass.extras["group"][1])
+
+
+def test_encoder_twice_trains_like_the_one_pass_step(tmp_path):
+    """Official parity: the encoder output does not depend on the queries, so its second pass changes the
+    step's cost, not its result: the same losses and student gradients as one shared pass (DINO, no dropout,
+    and the denoising queries drawn once either way)."""
+    from tests.conftest import make_batch
+
+    steps = {}
+    for twice in (False, True):
+        torch.manual_seed(0)
+        distiller = build_distiller(tmp_path / str(twice), tiny_model("dino", num_queries=12),
+                                    tiny_model("dino", width=4), query_prior=dict(encoder_twice=twice))
+        distiller.train()
+        data = distiller.data_preprocessor(make_batch(2, seed=3), True)
+        torch.manual_seed(1)
+        losses = distiller(**data, mode="loss")
+        sum(v for k, v in losses.items() if "loss" in k).backward()
+        grads = {n: p.grad.clone() for n, p in distiller.student.named_parameters() if p.grad is not None}
+        steps[twice] = ({k: v.detach() for k, v in losses.items()}, grads)
+    (losses_one, grads_one), (losses_two, grads_two) = steps[False], steps[True]
+    assert any(k.startswith("loss_qp") for k in losses_one) and losses_one.keys() == losses_two.keys()
+    for key in losses_one:
+        torch.testing.assert_close(losses_two[key], losses_one[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert grads_one.keys() == grads_two.keys() and any("encoder" in n for n in grads_one)
+    for name in grads_one:
+        torch.testing.assert_close(grads_two[name], grads_one[name], rtol=1e-4, atol=1e-6, msg=name)
