@@ -153,8 +153,8 @@ def encode_again_and_decode_group(model, taps: Taps, data_samples: list, group: 
                                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The official code's teacher-group pass (its head's ``forward_train_teacher_group``): the student's
     encoder runs a second time on the neck features of the shared backbone pass, its decoder on the group
-    alone. The timing baseline one encoder pass is measured against, so it must not cost more than the
-    official step (no second backbone, the own and denoising queries not decoded again)."""
+    alone. It is the baseline the one-pass step's speed-up is quoted against, so it does no more than the
+    official code: no second backbone pass, the own and denoising queries not decoded again."""
     encoder_inputs, _ = model.pre_transformer(list(taps.feats), data_samples)
     memory = model.forward_encoder(**encoder_inputs)["memory"]
     return decode_query_group(model, {**taps.decoder_inputs, "memory": memory}, group)
