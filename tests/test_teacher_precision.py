@@ -46,25 +46,74 @@ def test_bad_autocast_value_is_one_line(tmp_path):
     assert "\n" not in text and "model.teacher.autocast='int8'" in text and "'bfloat16'" in text
 
 
-def test_bf16_teacher_keeps_deformable_attention_in_float32(tmp_path):
-    """mmcv's CUDA deformable attention has no bf16 kernel: under the teacher's autocast the op runs in float32
-    (as in the official code), everything around it in bf16; the student's modules are untouched."""
+def test_bf16_teacher_keeps_the_sampling_and_query_self_attention_in_float32(tmp_path, monkeypatch):
+    """Under the teacher's autocast deformable attention's sampling op runs in float32 (mmcv's CUDA kernel has
+    no bf16 path; the official code casts this op alone), its projections and the FFNs in bf16; the query
+    self-attention in float32 (slower in bf16 on CPU); the student's modules and mmcv's ops are untouched."""
+    import mmcv.ops.multi_scale_deform_attn as mmcv_msda
     from mmcv.ops import MultiScaleDeformableAttention
+
+    import compress.models.sparse_deformable_attention as sparse
 
     distiller = build_distiller(tmp_path, tiny_model("dino"), tiny_model("dino", width=4),
                                 teacher_autocast="bfloat16")
-    attention = [m for m in distiller.teacher.modules() if isinstance(m, MultiScaleDeformableAttention)]
-    assert attention and all(type(m).__name__ == "Float32DeformableAttention" for m in attention)
-    assert all(type(m) is MultiScaleDeformableAttention
-               for m in distiller.student.modules() if isinstance(m, MultiScaleDeformableAttention))
+    assert all(type(m) is torch.nn.MultiheadAttention
+               for m in distiller.student.modules() if isinstance(m, torch.nn.MultiheadAttention))
     seen = {}
-    attention[0].register_forward_hook(lambda m, a, out: seen.update(attn=out.dtype))  # None: output kept
+    attention = next(m for m in distiller.teacher.modules() if isinstance(m, MultiScaleDeformableAttention))
+    attention.value_proj.register_forward_hook(lambda m, a, out: seen.update(value_proj=out.dtype))
+    attention.output_proj.register_forward_hook(lambda m, a, out: seen.update(output_proj=out.dtype))
     ffn = next(m for m in distiller.teacher.modules() if type(m).__name__ == "FFN")
     linear = next(m for m in ffn.modules() if isinstance(m, torch.nn.Linear))
     linear.register_forward_hook(lambda m, a, out: seen.update(ffn=out.dtype))
+    self_attention = next(m for m in distiller.teacher.modules() if isinstance(m, torch.nn.MultiheadAttention))
+    self_attention.register_forward_hook(lambda m, a, out: seen.update(self_attention=out[0].dtype))
+    original = sparse.sparse_deformable_attention  # what the teacher's sampling runs on CPU
+
+    def sampling(value, *args):
+        seen["sampling"] = value.dtype
+        return original(value, *args)
+
+    monkeypatch.setattr(sparse, "sparse_deformable_attention", sampling)
     data = distiller.data_preprocessor(make_batch(2, 96), True)
     distiller._teacher_forward(data["inputs"], data["data_samples"])
-    assert seen == {"attn": torch.float32, "ffn": torch.bfloat16}
+    assert seen == {"value_proj": torch.bfloat16, "sampling": torch.float32, "output_proj": torch.bfloat16,
+                    "ffn": torch.bfloat16, "self_attention": torch.float32}
+    assert mmcv_msda.MultiScaleDeformableAttnFunction.__name__ == "MultiScaleDeformableAttnFunction"
+
+
+def test_float32_sampling_runs_mmcvs_ops_in_float32_and_restores_them():
+    """Both of mmcv's sampling entry points (the CPU fallback and the CUDA Function) get float32 inputs with
+    autocast off and hand back the caller's dtype; nesting does not wrap twice; both names come back after."""
+    import mmcv.ops.multi_scale_deform_attn as mmcv_msda
+
+    from compress.distill.teacher_precision import float32_sampling
+
+    dense, function = mmcv_msda.multi_scale_deformable_attn_pytorch, mmcv_msda.MultiScaleDeformableAttnFunction
+    calls = []
+
+    class Recording:
+        @staticmethod
+        def apply(value, shapes, start, locations, weights, step):
+            calls.append((value.dtype, locations.dtype, weights.dtype, torch.is_autocast_cpu_enabled(), step))
+            return value.sum(-1)
+
+    mmcv_msda.MultiScaleDeformableAttnFunction = Recording
+    value = torch.randn(1, 6, 2, 4, dtype=torch.bfloat16)
+    shapes = torch.tensor([[2, 3]])
+    locations, weights = torch.rand(1, 5, 2, 1, 2, 2), torch.rand(1, 5, 2, 1, 2, dtype=torch.bfloat16)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16), float32_sampling(), float32_sampling():
+            out = mmcv_msda.MultiScaleDeformableAttnFunction.apply(value, shapes, shapes[:, 0], locations,
+                                                                   weights, 64)
+            sampled = mmcv_msda.multi_scale_deformable_attn_pytorch(value, shapes, locations, weights)
+    finally:
+        mmcv_msda.MultiScaleDeformableAttnFunction = function
+    assert calls == [(torch.float32, torch.float32, torch.float32, False, 64)]
+    assert out.dtype == torch.bfloat16 and sampled.dtype == torch.bfloat16
+    expected = dense(value.float(), shapes, locations, weights.float())
+    torch.testing.assert_close(sampled.float(), expected, atol=1e-2, rtol=1e-2)
+    assert mmcv_msda.multi_scale_deformable_attn_pytorch is dense
 
 
 def test_moving_the_distiller_moves_the_teachers_preprocessor(tmp_path):

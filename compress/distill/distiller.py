@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.model import BaseModel
@@ -52,6 +51,7 @@ from compress.distill.taps import (
     forward_taps,
     is_softmax_head,
 )
+from compress.distill.teacher_precision import autocast_dtype, float32_sampling, keep_float32_islands
 from compress.errors import CheckpointError, ConfigError
 from compress.models.sparse_deformable_attention import sparse_deformable_sampling
 
@@ -81,31 +81,6 @@ def _section(cls, value: dict | None, name: str):
         return cls(**value)
     except ValueError as exc:
         raise ConfigError(f"model.{name}: {exc}") from None
-
-
-# None / 'float32': no autocast
-AUTOCAST_DTYPES = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _autocast_dtype(name: str | None) -> torch.dtype | None:
-    if name not in AUTOCAST_DTYPES:
-        raise ConfigError(f"model.teacher.autocast={name!r} is not supported; use None, 'bfloat16' or 'float16'")
-    return AUTOCAST_DTYPES[name]
-
-
-class Float32DeformableAttention(MultiScaleDeformableAttention):
-    """mmcv's deformable attention with autocast off and float32 inputs, for a teacher run under autocast:
-    mmcv 2.1's CUDA kernel has no bfloat16 path (NotImplementedError on a GPU), and the official Deformable
-    DETR / DINO code keeps this op in float32 under mixed precision too (``custom_fwd(cast_inputs=float32)``).
-    Swapped in as the module's class, so weights, state dict and deepcopies are untouched."""
-
-    def forward(self, *args, **kwargs):
-        def cast(value):
-            return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
-        tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
-        with torch.autocast(tensors[0].device.type if tensors else "cpu", enabled=False):
-            return super().forward(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
 
 
 def _switch(spec: dict, key: str, default: bool) -> bool:
@@ -190,7 +165,8 @@ class DETRDistiller(BaseModel):
     Args:
         teacher: dict(config=<path or model dict>, checkpoint=<path>, autocast=None | 'bfloat16' | 'float16');
             frozen, eval mode, no grad. ``autocast`` runs its forward under torch.autocast in that dtype
-            (cheaper on hardware with bf16/fp16 units: AVX-512 BF16 / AMX CPUs, tensor-core GPUs); its
+            (cheaper on hardware with bf16/fp16 units: AVX-512 BF16 / AMX CPUs, tensor-core GPUs), deformable
+            attention's sampling and the query self-attention in float32 (``teacher_precision.py``); its
             outputs are cast back to float32 before matching and the losses. ``sparse_attention`` (default
             True): deformable attention's CPU fallback runs as one sparse matrix product in the teacher's
             no-grad forward (same result, see ``compress/models/sparse_deformable_attention.py``); False keeps
@@ -224,7 +200,7 @@ class DETRDistiller(BaseModel):
 
     def _build_around_student(self, teacher: dict) -> None:
         """The teacher and the distiller's own modules (projection, adapters, heads, generators)."""
-        self.teacher_autocast = _autocast_dtype(teacher.get("autocast"))
+        self.teacher_autocast = autocast_dtype(teacher.get("autocast"))
         self.teacher_sparse_attention = _switch(teacher, "sparse_attention", True)
         teacher_compile = _switch(teacher, "compile", False)
         if not teacher.get("checkpoint"):
@@ -234,9 +210,7 @@ class DETRDistiller(BaseModel):
         load_detector_weights(teacher_model, teacher["checkpoint"], "teacher")
         teacher_model.requires_grad_(False).eval()
         if self.teacher_autocast is not None:
-            for module in teacher_model.modules():
-                if type(module) is MultiScaleDeformableAttention:
-                    module.__class__ = Float32DeformableAttention
+            keep_float32_islands(teacher_model)
         if teacher_compile:
             compile_encoder(teacher_model)
         object.__setattr__(self, "teacher", teacher_model)  # outside the module tree, see module doc
@@ -372,7 +346,7 @@ class DETRDistiller(BaseModel):
         with torch.no_grad(), sampling:
             if self.teacher_autocast is None:
                 return forward_taps(self.teacher, inputs, data_samples)
-            with torch.autocast(inputs.device.type, dtype=self.teacher_autocast):
+            with torch.autocast(inputs.device.type, dtype=self.teacher_autocast), float32_sampling():
                 return forward_taps(self.teacher, inputs, data_samples).float()
 
     # -- the three losses ----------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""The frozen teacher's forward under bf16 / fp16 autocast, with float32 kept where it must be or is faster.
+
+Autocast casts matrix products and convolutions to the low dtype. Two places stay in float32:
+
+- deformable attention's sampling, the op alone (``float32_sampling``): mmcv 2.1's CUDA kernel has no bf16
+  path (NotImplementedError on a GPU), the sparse CPU product exists in float32 only, and the official Deformable
+  DETR / DINO code casts this op alone to float32 under mixed precision (``custom_fwd(cast_inputs=float32)``).
+  Its four projections (value, offsets, weights, output) run in the low dtype like every other linear layer.
+  Until 2026-11-30 the whole attention module ran in float32, projections included, which kept a quarter of
+  the encoder's matrix work out of bf16.
+- the decoder's query self-attention (``nn.MultiheadAttention``, ``Float32MultiheadAttention``): on CPU it is
+  slower in bf16 than in float32, because mmdet's sequence-first layout reaches a batched matrix product that
+  copies the projection weight once per query in bf16 (8 of the default teacher's ~140 ms per forward); it
+  is a small product (queries x width) either way.
+
+Measured with ``tools/profile_kd_step.py`` (README, "Where the targets stand").
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import mmcv.ops.multi_scale_deform_attn as mmcv_msda
+import torch
+import torch.nn as nn
+
+from compress.errors import ConfigError
+
+# None / 'float32': no autocast
+AUTOCAST_DTYPES = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_dtype(name: str | None) -> torch.dtype | None:
+    if name not in AUTOCAST_DTYPES:
+        raise ConfigError(f"model.teacher.autocast={name!r} is not supported; use None, 'bfloat16' or 'float16'")
+    return AUTOCAST_DTYPES[name]
+
+
+def _call_in_float32(op: Callable, args: tuple) -> torch.Tensor:
+    """``op`` with autocast off and its floating-point tensors in float32; the result in the inputs' dtype."""
+    floats = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    with torch.autocast(floats[0].device.type, enabled=False):
+        out = op(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args))
+    return out.to(floats[0].dtype)
+
+
+# What the float32 stand-ins call: mmcv's ops as they were when ``float32_sampling`` was entered (the sparse
+# product's dispatcher where ``sparse_deformable_sampling`` is active). The stand-ins themselves are fixed
+# module-level objects, so a compiled teacher encoder sees the same callables at every step (no recompiles).
+_WRAPPED: dict[str, Callable] = {}
+
+
+def _sampling_in_float32(*args):
+    return _call_in_float32(_WRAPPED["pytorch"], args)
+
+
+class _FunctionInFloat32:
+    """Stands in for mmcv's CUDA ``MultiScaleDeformableAttnFunction`` in its module."""
+
+    @staticmethod
+    def apply(*args):
+        return _call_in_float32(_WRAPPED["function"].apply, args)
+
+
+@contextlib.contextmanager
+def float32_sampling() -> Iterator[None]:
+    """Inside: mmcv's deformable-attention sampling (CPU fallback and CUDA kernel) runs in float32.
+
+    ``MultiScaleDeformableAttention.forward`` looks both up in its module at every call, so swapping the two
+    names reroutes every such layer for the duration; its projections stay under the caller's autocast."""
+    if mmcv_msda.multi_scale_deformable_attn_pytorch is _sampling_in_float32:  # already inside
+        yield
+        return
+    _WRAPPED.update(pytorch=mmcv_msda.multi_scale_deformable_attn_pytorch,
+                    function=mmcv_msda.MultiScaleDeformableAttnFunction)
+    mmcv_msda.multi_scale_deformable_attn_pytorch = _sampling_in_float32
+    mmcv_msda.MultiScaleDeformableAttnFunction = _FunctionInFloat32
+    try:
+        yield
+    finally:
+        mmcv_msda.multi_scale_deformable_attn_pytorch = _WRAPPED.pop("pytorch")
+        mmcv_msda.MultiScaleDeformableAttnFunction = _WRAPPED.pop("function")
+
+
+class Float32MultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` with autocast off and float32 inputs (see the module doc). Swapped in as the
+    module's class, so weights, state dict and deepcopies are untouched."""
+
+    def forward(self, *args, **kwargs):
+        def cast(value):
+            return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+        tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+        with torch.autocast(tensors[0].device.type if tensors else "cpu", enabled=False):
+            return super().forward(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+
+
+def keep_float32_islands(detector: nn.Module) -> None:
+    """Prepare a teacher for autocast: its query self-attention layers become ``Float32MultiheadAttention``."""
+    for module in detector.modules():
+        if type(module) is nn.MultiheadAttention:
+            module.__class__ = Float32MultiheadAttention
