@@ -31,13 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compress.bench.kd_matrix import ENTRIES, KD_OFF, OPTIONAL_ENTRIES, TIMING  # noqa: E402  (bench-kd's switches)
+from compress.bench.kd_matrix import ENTRIES, KD_OFF, OPTIONAL_ENTRIES, STUDENT, TIMING  # noqa: E402  (bench-kd's switches)
 
 FULL = "DETRDistill (all three)"
 # The first is the reference of the ratios; None = the student config alone (no distiller).
 VARIANTS = {
     "KD off (student + teacher forward)": KD_OFF,
-    "student alone": TIMING["student alone"],
+    STUDENT: TIMING[STUDENT],
     "logits KD only": ENTRIES["logits_only"],
     "feature KD only": ENTRIES["feature_only"],
     "query prior only": ENTRIES["query_prior_only"],
@@ -175,7 +175,7 @@ def main() -> None:
         step(model, optimizer, batch, sections)
 
     floor = statistics.median(times[list(chosen)[0]])
-    student = statistics.median(times["student alone"]) if "student alone" in times else None
+    student = statistics.median(times[STUDENT]) if STUDENT in times else None
     print(f"device: {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
     print("| step | s/step (median) | vs KD off | vs student alone |\n|---|---|---|---|")
     for name, values in times.items():

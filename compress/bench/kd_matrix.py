@@ -68,7 +68,8 @@ KD_OFF = only()
 # floor any distillation step pays, against which the losses' own cost reads off.
 FLOOR = "student + teacher forward (KD off)"  # the label the targets and the figure read the floor from
 ONE_PASS, OFFICIAL = "DETRDistill (one encoder pass)", "official style (encoder twice)"  # the targets' steps
-TIMING = {"student alone": None, FLOOR: KD_OFF,
+STUDENT = "student alone"  # what every ratio divides by
+TIMING = {STUDENT: None, FLOOR: KD_OFF,
           ONE_PASS: {},
           "DETRDistill, teacher bf16 autocast": {"teacher": {"autocast": "bfloat16"}},
           "DETRDistill, teacher encoder compiled": {"teacher": {"compile": True}},
@@ -272,7 +273,7 @@ def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: l
             if base_gpu:
                 row["peak_gpu_vs_baseline"] = round(gpu / base_gpu, 2)
         rows[name] = row
-    student_step = timing.get("student alone")
+    student_step = timing.get(STUDENT)
     ratios = {k: round(v / student_step, 2) for k, v in timing.items() if v and student_step}
     return {"seeds": seeds, "iterations": iters, "rows": rows, "step_time_s": timing,
             "step_time_rounds_s": rounds or {}, "step_time_vs_student": ratios,
@@ -339,9 +340,10 @@ def kd_targets(rows: dict, ratios: dict, rounds: dict[str, list[float]] | None =
         out.append({"target": "DETRDistill step >= 1.5x faster than the official-style step", "measured": speedup,
                     "met": speedup >= 1.5, "rounds": paired_rounds(rounds, OFFICIAL, ONE_PASS)})
     # every timed DETRDistill step (teacher precision, compilation, attention path): the cheapest one counts
-    cheaper = [v for label, v in ratios.items() if label.startswith("DETRDistill") and v]
+    cheaper = {label: v for label, v in ratios.items() if label.startswith("DETRDistill") and v}
     if cheaper:
-        cheapest = min(cheaper)
+        label = min(cheaper, key=cheaper.get)
         out.append({"target": "DETRDistill step below 1.5x the student alone (stretch, fastest teacher variant)",
-                    "measured": cheapest, "met": cheapest < 1.5})
+                    "measured": cheaper[label], "met": cheaper[label] < 1.5, "variant": label,
+                    "rounds": paired_rounds(rounds, label, STUDENT)})
     return out

@@ -42,7 +42,7 @@ def kd_table(report: dict) -> str:
     lines.append("")
     # the evidence behind a verdict: seeds won for an AP target, same-round ratios for a step-time one
     lines += [f"- {t['target']}: {t['measured']} ({'met' if t['met'] else 'MISSED'}"
-              + "".join(f"; {t[key]}" for key in ("seeds_won", "rounds") if t.get(key)) + ")"
+              + "".join(f"; {t[key]}" for key in ("seeds_won", "variant", "rounds") if t.get(key)) + ")"
               for t in report["targets"]]
     return "\n".join(lines)
 

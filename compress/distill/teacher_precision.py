@@ -6,14 +6,15 @@ Autocast casts matrix products and convolutions to the low dtype. Two places sta
   path (NotImplementedError on a GPU), the sparse CPU product exists in float32 only, and the official Deformable
   DETR / DINO code casts this op alone to float32 under mixed precision (``custom_fwd(cast_inputs=float32)``).
   Its four projections (value, offsets, weights, output) run in the low dtype like every other linear layer.
-  Until 2026-11-30 the whole attention module ran in float32, projections included, which kept a quarter of
-  the encoder's matrix work out of bf16.
+  Until 2026-11-29 the whole attention module ran in float32, projections included: about 30 % of the
+  encoder's matrix work kept out of bf16.
 - the decoder's query self-attention (``nn.MultiheadAttention``, ``Float32MultiheadAttention``): on CPU it is
-  slower in bf16 than in float32, because mmdet's sequence-first layout reaches a batched matrix product that
-  copies the projection weight once per query in bf16 (8 of the default teacher's ~140 ms per forward); it
-  is a small product (queries x width) either way.
+  slower in bf16 than in float32: mmcv hands it the queries transposed (sequence-first, not contiguous), so
+  its input projection runs as a batched product over the queries, which in bf16 copies the weight once per
+  query (8 of the default teacher's ~140 ms per forward); it is a small product (queries x width) either way.
 
-Measured with ``tools/profile_kd_step.py`` (README, "Where the targets stand").
+Both together, on the default teacher (batch 4, 192 px, 2 Zen 4 cores, one process, the two scopes interleaved):
+its bf16 forward 143 -> 129 ms, float32 166 ms (docs/bench_kd_results.md, "The bf16 teacher's float32 scope").
 """
 
 from __future__ import annotations
