@@ -38,30 +38,33 @@ def autocast_dtype(name: str | None) -> torch.dtype | None:
     return AUTOCAST_DTYPES[name]
 
 
-def _call_in_float32(op: Callable, args: tuple) -> torch.Tensor:
-    """``op`` with autocast off and its floating-point tensors in float32; the result in the inputs' dtype."""
-    floats = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
-    with torch.autocast(floats[0].device.type, enabled=False):
-        out = op(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args))
-    return out.to(floats[0].dtype)
+def _float32(value):
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
+def _call_in_float32(op: Callable, *args, **kwargs):
+    """``op`` with autocast off and its floating-point tensor arguments in float32."""
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+    with torch.autocast(tensors[0].device.type if tensors else "cpu", enabled=False):
+        return op(*map(_float32, args), **{k: _float32(v) for k, v in kwargs.items()})
 
 
 # What the float32 stand-ins call: mmcv's ops as they were when ``float32_sampling`` was entered (the sparse
 # product's dispatcher where ``sparse_deformable_sampling`` is active). The stand-ins themselves are fixed
-# module-level objects, so a compiled teacher encoder sees the same callables at every step (no recompiles).
+# module-level objects, which is how a nested ``float32_sampling`` recognises that they are already in place.
 _WRAPPED: dict[str, Callable] = {}
 
 
-def _sampling_in_float32(*args):
-    return _call_in_float32(_WRAPPED["pytorch"], args)
+def _sampling_in_float32(value, *args):  # the result in the values' dtype, as mmcv's op gives it
+    return _call_in_float32(_WRAPPED["pytorch"], value, *args).to(value.dtype)
 
 
 class _FunctionInFloat32:
     """Stands in for mmcv's CUDA ``MultiScaleDeformableAttnFunction`` in its module."""
 
     @staticmethod
-    def apply(*args):
-        return _call_in_float32(_WRAPPED["function"].apply, args)
+    def apply(value, *args):
+        return _call_in_float32(_WRAPPED["function"].apply, value, *args).to(value.dtype)
 
 
 @contextlib.contextmanager
@@ -89,12 +92,7 @@ class Float32MultiheadAttention(nn.MultiheadAttention):
     module's class, so weights, state dict and deepcopies are untouched."""
 
     def forward(self, *args, **kwargs):
-        def cast(value):
-            return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
-        tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
-        with torch.autocast(tensors[0].device.type if tensors else "cpu", enabled=False):
-            return super().forward(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+        return _call_in_float32(super().forward, *args, **kwargs)
 
 
 def keep_float32_islands(detector: nn.Module) -> None:
