@@ -249,6 +249,7 @@ def teacher_metrics(distiller_runs: list[Path]) -> dict | None:
 
 def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: list[int], iters: int,
               rounds: dict[str, list[float]] | None = None) -> dict:
+    rounds = rounds or {}  # per-round step times (None: one round, or none measured)
     rows = {}
     base = results.get("baseline")
     base_ap = float(np.mean([r["metrics"]["AP"] for r in base])) if base else None
@@ -276,7 +277,7 @@ def summarize(results: dict[str, list[dict]], timing: dict[str, float], seeds: l
     student_step = timing.get(STUDENT)
     ratios = {k: round(v / student_step, 2) for k, v in timing.items() if v and student_step}
     return {"seeds": seeds, "iterations": iters, "rows": rows, "step_time_s": timing,
-            "step_time_rounds_s": rounds or {}, "step_time_vs_student": ratios,
+            "step_time_rounds_s": rounds, "step_time_vs_student": ratios,
             "targets": kd_targets(rows, ratios, rounds)}
 
 
@@ -311,8 +312,7 @@ def paired_rounds(rounds: dict[str, list[float]], numerator: str, denominator: s
     return f"per round {', '.join(f'{v:.2f}' for v in each)}; median {float(np.median(each)):.2f}"
 
 
-def kd_targets(rows: dict, ratios: dict, rounds: dict[str, list[float]] | None = None) -> list[dict]:
-    rounds = rounds or {}
+def kd_targets(rows: dict, ratios: dict, rounds: dict[str, list[float]]) -> list[dict]:
     out = []
     full = rows.get("detrdistill", {}).get("gain_ap")
     if full is not None:

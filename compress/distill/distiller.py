@@ -51,7 +51,7 @@ from compress.distill.taps import (
     forward_taps,
     is_softmax_head,
 )
-from compress.distill.teacher_precision import autocast_dtype, float32_sampling, keep_float32_islands
+from compress.distill.teacher_precision import autocast_dtype, float32_sampling, float32_self_attention
 from compress.errors import CheckpointError, ConfigError
 from compress.models.sparse_deformable_attention import sparse_deformable_sampling
 
@@ -210,7 +210,7 @@ class DETRDistiller(BaseModel):
         load_detector_weights(teacher_model, teacher["checkpoint"], "teacher")
         teacher_model.requires_grad_(False).eval()
         if self.teacher_autocast is not None:
-            keep_float32_islands(teacher_model)
+            float32_self_attention(teacher_model)
         if teacher_compile:
             compile_encoder(teacher_model)
         object.__setattr__(self, "teacher", teacher_model)  # outside the module tree, see module doc

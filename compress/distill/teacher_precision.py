@@ -95,8 +95,9 @@ class Float32MultiheadAttention(nn.MultiheadAttention):
         return _call_in_float32(super().forward, *args, **kwargs)
 
 
-def keep_float32_islands(detector: nn.Module) -> None:
-    """Prepare a teacher for autocast: its query self-attention layers become ``Float32MultiheadAttention``."""
+def float32_self_attention(detector: nn.Module) -> None:
+    """Prepare a teacher for autocast: its query self-attention layers become ``Float32MultiheadAttention``
+    (the sampling op is ``float32_sampling``'s, entered around each forward)."""
     for module in detector.modules():
         if type(module) is nn.MultiheadAttention:
             module.__class__ = Float32MultiheadAttention

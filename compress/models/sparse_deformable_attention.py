@@ -89,8 +89,9 @@ def _dispatch(value, spatial_shapes, sampling_locations, attention_weights):
         return _DENSE(value, spatial_shapes, sampling_locations, attention_weights)
     if value.dtype in (torch.float32, torch.float64):
         return sparse_deformable_attention(value, spatial_shapes, sampling_locations, attention_weights)
-    # A teacher under bf16 / fp16 autocast: CSR products exist in float32 only, and the dense fallback (which
-    # such a teacher took before) ran its forward slower than float32 does with the sparse product.
+    # Low-precision values: CSR products exist in float32 only, and the dense fallback ran slower than float32
+    # does with the sparse product. The distiller's autocast teacher no longer arrives here in bf16 (its
+    # float32_sampling hands this op float32, compress/distill/teacher_precision.py); other callers may.
     with torch.autocast(value.device.type, enabled=False):
         out = sparse_deformable_attention(value.float(), spatial_shapes, sampling_locations.float(),
                                           attention_weights.float())
