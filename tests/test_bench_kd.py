@@ -215,7 +215,9 @@ def test_profile_tool_times_a_pair_without_its_weights(tiny_pair):
 
 def test_profile_tool_splits_the_variant_it_is_asked_for(tiny_pair):
     """--sections-of: the sections come from that variant's step (here the bf16 teacher's), which is timed
-    even when --variants does not list it; a variant without a distiller is refused."""
+    even when --variants does not list it; a variant without a distiller is refused. --teacher-ops N splits
+    that variant's teacher forward by operator: the N costliest by self time, in that order, then the sum over
+    all operators (self times do not overlap, so it bounds the listed ones)."""
     import re
     import subprocess
     import sys
@@ -226,12 +228,18 @@ def test_profile_tool_splits_the_variant_it_is_asked_for(tiny_pair):
     command = [sys.executable, "tools/profile_kd_step.py", "--config", str(config), "--batches", "1", "--rounds",
                "1", "--variants", "student alone", "--sections-of"]
     bf16 = "DETRDistill, teacher bf16 autocast"
-    res = subprocess.run([*command, bf16], capture_output=True, text=True, timeout=600, cwd=REPO,
-                         env=subprocess_env())
+    res = subprocess.run([*command, bf16, "--teacher-ops", "4"], capture_output=True, text=True, timeout=600,
+                         cwd=REPO, env=subprocess_env())
     assert res.returncode == 0, res.stderr[-3000:]
     rows = dict(re.findall(r"^\| ([^|]+?) \| ([0-9.]+) \|", res.stdout, flags=re.M))
     assert float(rows[bf16]) > 0 and "DETRDistill (all three)" not in rows
     assert f"| {bf16}: section | ms/step |" in res.stdout and float(rows["teacher_forward"]) > 0
+    ops = re.findall(r"^\| ([^|]+?) \| ([^|]*?) \| ([0-9.]+) \| ([0-9.]+) \|$",
+                     res.stdout.split(f"| {bf16}: teacher forward, operator |")[1], flags=re.M)
+    assert len(ops) == 5 and ops[-1][0] == "all ops", ops
+    listed = [float(ms) for _, _, ms, _ in ops[:-1]]
+    assert listed == sorted(listed, reverse=True) and 0 < sum(listed) <= float(ops[-1][2])
+    assert any(name == "aten::addmm" and "[" in shapes for name, shapes, _, _ in ops[:-1]), ops  # the encoder's
     refused = subprocess.run([*command, "student alone"], capture_output=True, text=True, timeout=600, cwd=REPO,
                              env=subprocess_env())
     assert refused.returncode == 2 and "--sections-of: invalid choice: 'student alone'" in refused.stderr

@@ -6,6 +6,7 @@ all of them are stepped in interleaved rounds on the same batches (so machine dr
 full step's sections are wall-timed around the distiller's own methods.
 
     python tools/profile_kd_step.py --config configs/distill/detrdistill_dino_synthetic.py [--device cuda]
+        [--sections-of "DETRDistill, teacher compiled + bf16 autocast" --teacher-ops 25]
 
 Paper-size pairs (``configs/coco/distill``) need neither COCO, a trained teacher nor an ImageNet download:
 ``--random-init`` times them with random weights (step time depends on shapes, not on weights) and
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import re
 import statistics
 import sys
 import tempfile
@@ -123,6 +125,37 @@ def step(model, optimizer, batch, sections: dict[str, list[float]] | None = None
     return clock() - start
 
 
+def teacher_ops(model, batches: list, top: int, device: str) -> list[tuple[str, str, float, float]]:
+    """The teacher's no-grad forward split by operator (torch.profiler, grouped by input shapes): (op, shapes,
+    ms per forward, calls per forward) of the ``top`` costliest by self time, then the sum over all ops.
+
+    Why next to the sections: the teacher's forward is the one section that bf16 and compilation act on, and
+    whether it can shrink further depends on how much of it is matrix products (already at the hardware's
+    rate: their shapes give the FLOPs) against the elementwise work around them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    datas = [model.data_preprocessor(batch, True) for batch in batches]
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities, record_shapes=True) as prof:
+        for data in datas:
+            model._teacher_forward(data["inputs"], data["data_samples"])
+        clock()
+    events = prof.key_averages(group_by_input_shape=True)
+
+    def self_us(event) -> float:
+        return event.self_device_time_total if cuda else event.self_cpu_time_total
+
+    forwards = len(datas)
+    def name(event) -> str:  # inductor names each compiled graph by a hash
+        return re.sub(r"^## Call CompiledFxGraph \w+ ##$", "inductor graph (fused kernels)", event.key)
+
+    rows = [(name(event), str(event.input_shapes), self_us(event) / 1000 / forwards, event.count / forwards)
+            for event in sorted(events, key=self_us, reverse=True)[:top]]
+    total = sum(self_us(event) for event in events) / 1000 / forwards
+    return [*rows, ("all ops", "", total, sum(event.count for event in events) / forwards)]
+
+
 def main() -> None:
     from mmengine.config import Config, DictAction
 
@@ -135,6 +168,8 @@ def main() -> None:
     parser.add_argument("--sections-of", default=FULL, metavar="NAME",
                         choices=[name for name, switches in VARIANTS.items() if switches is not None],
                         help="the distiller variant whose step is split into sections (e.g. a bf16 teacher's)")
+    parser.add_argument("--teacher-ops", type=int, default=0, metavar="N",
+                        help="also profile the --sections-of variant's teacher forward: its N costliest operators")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--random-init", action="store_true",
                         help="random weights: no teacher checkpoint or pretrained backbone is read")
@@ -170,6 +205,7 @@ def main() -> None:
                 times[name].append(step(model, optimizer, batch))
     # The sections in a pass of their own: on a GPU their synchronisations would slow the timed steps.
     model, optimizer = models[args.sections_of]
+    ops = teacher_ops(model, batches[1:], args.teacher_ops, args.device) if args.teacher_ops else []
     time_sections(model, sections)
     for batch in batches[1:]:
         step(model, optimizer, batch, sections)
@@ -186,6 +222,12 @@ def main() -> None:
     print(f"\n| {args.sections_of}: section | ms/step |\n|---|---|")
     for name, values in sections.items():
         print(f"| {name.strip('_')} | {1000 * sum(values) / steps:.1f} |")
+    if ops:
+        time_kind = "device" if args.device.startswith("cuda") else "CPU"
+        print(f"\n| {args.sections_of}: teacher forward, operator | input shapes | self {time_kind} ms/forward "
+              "| calls/forward |\n|---|---|---|---|")
+        for name, shapes, ms, calls in ops:
+            print(f"| {name} | {shapes} | {ms:.2f} | {calls:g} |")
 
 
 if __name__ == "__main__":
