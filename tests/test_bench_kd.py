@@ -217,7 +217,7 @@ def test_profile_tool_splits_the_variant_it_is_asked_for(tiny_pair):
     """--sections-of: the sections come from that variant's step (here the bf16 teacher's), which is timed
     even when --variants does not list it; a variant without a distiller is refused. --teacher-ops N splits
     that variant's teacher forward by operator: the N costliest by self time, in that order, then the sum over
-    all operators (self times do not overlap, so it bounds the listed ones)."""
+    all operators (self times do not overlap, so it bounds the listed ones); a count below 1 is refused."""
     import re
     import subprocess
     import sys
@@ -239,10 +239,13 @@ def test_profile_tool_splits_the_variant_it_is_asked_for(tiny_pair):
     assert len(ops) == 5 and ops[-1][0] == "all ops", ops
     listed = [float(ms) for _, _, ms, _ in ops[:-1]]
     assert listed == sorted(listed, reverse=True) and 0 < sum(listed) <= float(ops[-1][2])
-    assert any(name == "aten::addmm" and "[" in shapes for name, shapes, _, _ in ops[:-1]), ops  # the encoder's
+    assert any(name == "aten::addmm" and "[" in shapes for name, shapes, _, _ in ops[:-1]), ops  # linear layers
     refused = subprocess.run([*command, "student alone"], capture_output=True, text=True, timeout=600, cwd=REPO,
                              env=subprocess_env())
     assert refused.returncode == 2 and "--sections-of: invalid choice: 'student alone'" in refused.stderr
+    refused = subprocess.run([*command, bf16, "--teacher-ops", "0"], capture_output=True, text=True, timeout=600,
+                             cwd=REPO, env=subprocess_env())
+    assert refused.returncode == 2 and "--teacher-ops: needs a count of 1 or more, got 0" in refused.stderr
 
 
 def test_gain_is_taken_from_unrounded_means():

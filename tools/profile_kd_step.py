@@ -146,14 +146,21 @@ def teacher_ops(model, batches: list, top: int, device: str) -> list[tuple[str, 
     def self_us(event) -> float:
         return event.self_device_time_total if cuda else event.self_cpu_time_total
 
-    forwards = len(datas)
     def name(event) -> str:  # inductor names each compiled graph by a hash
         return re.sub(r"^## Call CompiledFxGraph \w+ ##$", "inductor graph (fused kernels)", event.key)
 
+    forwards = len(datas)
     rows = [(name(event), str(event.input_shapes), self_us(event) / 1000 / forwards, event.count / forwards)
             for event in sorted(events, key=self_us, reverse=True)[:top]]
     total = sum(self_us(event) for event in events) / 1000 / forwards
     return [*rows, ("all ops", "", total, sum(event.count for event in events) / forwards)]
+
+
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs a count of 1 or more, got {value}")
+    return value
 
 
 def main() -> None:
@@ -168,7 +175,7 @@ def main() -> None:
     parser.add_argument("--sections-of", default=FULL, metavar="NAME",
                         choices=[name for name, switches in VARIANTS.items() if switches is not None],
                         help="the distiller variant whose step is split into sections (e.g. a bf16 teacher's)")
-    parser.add_argument("--teacher-ops", type=int, default=0, metavar="N",
+    parser.add_argument("--teacher-ops", type=at_least_one, default=0, metavar="N",
                         help="also profile the --sections-of variant's teacher forward: its N costliest operators")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--random-init", action="store_true",
