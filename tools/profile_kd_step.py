@@ -125,7 +125,7 @@ def step(model, optimizer, batch, sections: dict[str, list[float]] | None = None
     return clock() - start
 
 
-def teacher_ops(model, batches: list, top: int, device: str) -> list[tuple[str, str, float, float]]:
+def teacher_ops(model, batches: list, top: int, cuda: bool) -> list[tuple[str, str, float, float]]:
     """The teacher's no-grad forward split by operator (torch.profiler, grouped by input shapes): (op, shapes,
     ms per forward, calls per forward) of the ``top`` costliest by self time, then the sum over all ops.
 
@@ -134,7 +134,6 @@ def teacher_ops(model, batches: list, top: int, device: str) -> list[tuple[str, 
     rate: their shapes give the FLOPs) against the elementwise work around them."""
     from torch.profiler import ProfilerActivity, profile
 
-    cuda = device.startswith("cuda")
     datas = [model.data_preprocessor(batch, True) for batch in batches]
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     with profile(activities=activities, record_shapes=True) as prof:
@@ -212,7 +211,8 @@ def main() -> None:
                 times[name].append(step(model, optimizer, batch))
     # The sections in a pass of their own: on a GPU their synchronisations would slow the timed steps.
     model, optimizer = models[args.sections_of]
-    ops = teacher_ops(model, batches[1:], args.teacher_ops, args.device) if args.teacher_ops else []
+    cuda = args.device.startswith("cuda")
+    ops = teacher_ops(model, batches[1:], args.teacher_ops, cuda) if args.teacher_ops else []
     time_sections(model, sections)
     for batch in batches[1:]:
         step(model, optimizer, batch, sections)
@@ -230,9 +230,8 @@ def main() -> None:
     for name, values in sections.items():
         print(f"| {name.strip('_')} | {1000 * sum(values) / steps:.1f} |")
     if ops:
-        time_kind = "device" if args.device.startswith("cuda") else "CPU"
-        print(f"\n| {args.sections_of}: teacher forward, operator | input shapes | self {time_kind} ms/forward "
-              "| calls/forward |\n|---|---|---|---|")
+        print(f"\n| {args.sections_of}: teacher forward, operator | input shapes | "
+              f"self {'device' if cuda else 'CPU'} ms/forward | calls/forward |\n|---|---|---|---|")
         for name, shapes, ms, calls in ops:
             print(f"| {name} | {shapes} | {ms:.2f} | {calls:g} |")
 
