@@ -18,7 +18,7 @@ from serve.batcher import Overloaded
 from serve.errors import ServeError
 from serve.images import decode_image
 from serve.render import render
-from serve.schemas import Detection, DetectResponse, ErrorResponse, ImageResult, ModelInfo, Status, Timings
+from serve.schemas import Detection, DetectResponse, ErrorResponse, ImageResult, ModelInfo, ServedModel, Status, Timings
 
 router = APIRouter()
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -146,9 +146,11 @@ async def readyz(request: Request):
     return Status(status="ready")
 
 
-@router.get("/model", response_model=ModelInfo, responses={503: ERRORS[503]}, summary="the served model")
+@router.get("/model", response_model=ServedModel, responses={503: ERRORS[503]}, summary="the served model")
 async def model(request: Request):
-    return model_info(ready_state(request))
+    state = ready_state(request)
+    return ServedModel(**model_info(state).model_dump(),
+                       default_score_threshold=state.settings.default_score_threshold)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

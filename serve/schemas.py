@@ -29,6 +29,12 @@ class ModelInfo(BaseModel):
     input_size: list[int] = Field(..., description="[height, width] the model takes")
 
 
+class ServedModel(ModelInfo):
+    """GET /model: the model plus the server setting a client needs to show what /detect would return."""
+    default_score_threshold: float = Field(..., description="the threshold /detect applies when the request "
+                                           "names none; the web page's slider starts there")
+
+
 class Timings(BaseModel):
     decode_ms: float = Field(..., description="decoding and preprocessing all images")
     queue_ms: float = Field(..., description="waiting for a batch slot")

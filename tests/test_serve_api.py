@@ -31,6 +31,7 @@ def test_health_ready_model(server):
     info = httpx.get(server + "/model").json()
     assert info["backend"] == "onnxruntime" and info["provider"] == "CPUExecutionProvider"
     assert info["classes"][0] == "circle" and info["input_size"] == [96, 96] and len(info["version"]) == 12
+    assert info["default_score_threshold"] == 0.3  # the server's setting, which the web page starts from
 
 
 def test_detections_equal_the_offline_evaluator(server, tiny_onnx, tiny_dataset):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_helpers import running_server
+from tests.serve_helpers import post_detect, running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -38,14 +38,21 @@ def test_upload_shows_boxes_slider_and_json(browser, tiny_onnx, tiny_dataset, tm
     from selenium.webdriver.support.ui import WebDriverWait
 
     image = sorted((tiny_dataset / "val").iterdir())[0]
-    with running_server(tiny_onnx, tmp_path / "server.log") as url:
+    with running_server(tiny_onnx, tmp_path / "server.log", default_score_threshold=0.07) as url:
         browser.get(url + "/")
         wait = WebDriverWait(browser, 60)
         wait.until(lambda d: "classes: circle" in d.find_element(By.ID, "model").text)
+        # The slider starts at the server's own default (0.07 here, not the page's built-in 0.3).
+        wait.until(lambda d: d.find_element(By.ID, "threshold-value").text == "0.07")
         browser.find_element(By.ID, "file").send_keys(str(image))
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
         assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", \
             browser.find_element(By.ID, "status").text
+        # What is drawn at that threshold is what /detect returns without a score_threshold (2 here).
+        expected = len(post_detect(url, image.read_bytes(), image.name).json()["images"][0]["detections"])
+        assert 0 < expected < 10
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-boxes") == str(expected)
+        assert browser.find_element(By.ID, "status").text.startswith(f"{expected} detections with score ≥ 0.07, ")
         # Slide to 0: every detection (top-K 10) is drawn and listed in the JSON.
         browser.execute_script("const s = document.getElementById('threshold'); s.value = 0;"
                                "s.dispatchEvent(new Event('input'));")
