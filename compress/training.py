@@ -25,6 +25,7 @@ from compress.distill.hooks import unwrap
 from compress.errors import ConfigError, TrainingError
 from compress.evaluation import coco_summary, evaluate_model
 from compress.report import plot_training_curves, render_table
+from compress.visualize import plot_detections
 
 
 def prepare_config(args: Namespace) -> Config:
@@ -145,6 +146,7 @@ def train_detector(args: Namespace) -> dict:
                                          half=getattr(args, "half", False))
     Path(cfg.work_dir, "metrics.json").write_text(json.dumps(result, indent=2))
     plot_training_curves(cfg.work_dir, Path(cfg.work_dir) / "curves.png")
+    plot_detections({Path(args.config).stem: model}, cfg, Path(cfg.work_dir) / "detections.png")
     print(render_table([{"model": Path(args.config).stem, **metrics, "params (M)": result["params"] / 1e6,
                          "s/step": result["step_time_s"]}]))
     return result
@@ -190,9 +192,11 @@ def distill(args: Namespace) -> dict:
               "student_sha256": sha, "iterations": runner.iter}
     Path(cfg.work_dir, "metrics.json").write_text(json.dumps(result, indent=2))
     plot_training_curves(cfg.work_dir, Path(cfg.work_dir) / "curves.png")
+    plot_detections({"teacher": distiller.teacher, "student + DETRDistill": distiller.student}, cfg,
+                    Path(cfg.work_dir) / "detections.png")
     print(render_table(rows))
     print(f"student model: {out}  metrics: {Path(cfg.work_dir, 'metrics.json')}  "
-          f"curves: {Path(cfg.work_dir, 'curves.png')}")
+          f"curves: {Path(cfg.work_dir, 'curves.png')}  detections: {Path(cfg.work_dir, 'detections.png')}")
     return result
 
 
