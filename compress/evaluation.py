@@ -5,6 +5,9 @@ AP values are reported on the usual 0-100 scale under short keys (AP, AP50, AP75
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from mmdet.registry import METRICS
 from mmengine.config import Config
@@ -28,6 +31,18 @@ def coco_summary(metrics: dict) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode for the duration, then back to the mode it had: called between training steps, a model must
+    leave as it came."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, cfg: Config, desc: str = "evaluating") -> dict[str, float]:
     """COCO metrics of ``model`` (an mmengine model with val_step) on ``cfg.val_dataloader``."""
@@ -35,11 +50,7 @@ def evaluate_model(model: torch.nn.Module, cfg: Config, desc: str = "evaluating"
         loader = Runner.build_dataloader(cfg.val_dataloader)
         evaluator = Evaluator(METRICS.build(cfg.val_evaluator))
     evaluator.dataset_meta = loader.dataset.metainfo
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for data in tqdm(loader, desc=desc, unit="batch", disable=not is_main_process()):
             evaluator.process(data_samples=model.val_step(data), data_batch=data)
-    finally:
-        model.train(was_training)
     return coco_summary(evaluator.evaluate(len(loader.dataset)))

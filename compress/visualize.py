@@ -2,6 +2,7 @@
 
 A table of AP says how much better the distilled student is; the picture says what it gets right and wrong
 (missed small objects, class confusions, loose boxes), which is what a user checks before deploying it.
+The drawing needs PIL only: the server imports it without torch or mmdet.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 # Each panel is drawn at least this many pixels on its longer side, so 192 px images keep readable labels.
 PANEL_PX = 384
@@ -40,7 +44,6 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], label_ids: 
     return canvas
 
 
-@torch.no_grad()
 def plot_detections(models: dict[str, torch.nn.Module], cfg, out_png: str | Path, num_images: int = 4) -> Path:
     """Ground truth next to each model's detections on the first ``num_images`` val images.
 
@@ -51,9 +54,12 @@ def plot_detections(models: dict[str, torch.nn.Module], cfg, out_png: str | Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
     from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import DefaultScope
+
+    from compress.evaluation import eval_mode
 
     with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "mmdet")):
         dataset = DATASETS.build(cfg.val_dataloader.dataset)
@@ -62,7 +68,7 @@ def plot_detections(models: dict[str, torch.nn.Module], cfg, out_png: str | Path
     fig, axes = plt.subplots(count, 1 + len(models), figsize=(3.2 * (1 + len(models)), 3.2 * count), squeeze=False)
     for row in range(count):
         info = dataset.get_data_info(row)
-        image = Image.open(info["img_path"])
+        image = ImageOps.exif_transpose(Image.open(info["img_path"]))  # as mmdet's loader turns it
         scale = max(1.0, PANEL_PX / max(image.size))
         truth = [inst for inst in info["instances"] if not inst.get("ignore_flag", 0)]
         k = max(1, len(truth))
@@ -71,12 +77,8 @@ def plot_detections(models: dict[str, torch.nn.Module], cfg, out_png: str | Path
             [classes[inst["bbox_label"]] for inst in truth], scale)}
         batch = pseudo_collate([dataset[row]])
         for name, model in models.items():
-            was_training = model.training
-            model.eval()
-            try:
+            with eval_mode(model), torch.no_grad():
                 pred = model.val_step(batch)[0].pred_instances
-            finally:
-                model.train(was_training)
             top = pred.scores.argsort(descending=True)[:k].cpu()
             boxes, labels, scores = pred.bboxes.cpu()[top], pred.labels.cpu()[top], pred.scores.cpu()[top]
             panels[f"{name}: top {k}"] = draw_boxes(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 from PIL import Image
 
 from compress.visualize import class_colour, draw_boxes
+from tests.conftest import REPO
 
 
 def test_box_outline_in_class_colour_at_scale():
@@ -25,3 +29,10 @@ def test_neighbouring_classes_get_distinct_colours():
     colours = [class_colour(i) for i in range(6)]
     assert len(set(colours)) == 6
     assert min(sum(abs(a - b) for a, b in zip(colours[i], colours[i + 1])) for i in range(5)) > 100
+
+
+def test_the_server_draws_without_torch_or_mmdet():
+    """serve/render.py uses this module; an ONNX Runtime server must not pay for torch and mmdet."""
+    code = "import sys, serve.app; print(sorted({'torch', 'mmdet', 'mmengine'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
