@@ -129,6 +129,16 @@ def save_detector(model: torch.nn.Module, path: str | Path, config_source, cfg: 
     return save_model_file(model.state_dict(), path, meta, half=half)
 
 
+def write_run_report(cfg: Config, result: dict, models: dict[str, torch.nn.Module]) -> dict[str, Path]:
+    """What every training run leaves in its work dir: metrics.json, curves.png and detections.png."""
+    work = Path(cfg.work_dir)
+    written = {"metrics": work / "metrics.json", "curves": work / "curves.png", "detections": work / "detections.png"}
+    written["metrics"].write_text(json.dumps(result, indent=2))
+    plot_training_curves(work, written["curves"])
+    plot_detections(models, cfg, written["detections"])
+    return written
+
+
 def train_detector(args: Namespace) -> dict:
     """Train one detector alone (the teacher, or a student baseline) and evaluate it."""
     cfg = prepare_config(args)
@@ -144,9 +154,7 @@ def train_detector(args: Namespace) -> dict:
         result["checkpoint"] = args.export_to
         result["sha256"] = save_detector(model, args.export_to, args.config, cfg, metrics,
                                          half=getattr(args, "half", False))
-    Path(cfg.work_dir, "metrics.json").write_text(json.dumps(result, indent=2))
-    plot_training_curves(cfg.work_dir, Path(cfg.work_dir) / "curves.png")
-    plot_detections({Path(args.config).stem: model}, cfg, Path(cfg.work_dir) / "detections.png")
+    write_run_report(cfg, result, {Path(args.config).stem: model})
     print(render_table([{"model": Path(args.config).stem, **metrics, "params (M)": result["params"] / 1e6,
                          "s/step": result["step_time_s"]}]))
     return result
@@ -190,13 +198,9 @@ def distill(args: Namespace) -> dict:
     ]
     result = {"config": args.config, "teacher": rows[0], "student": rows[1], "student_checkpoint": str(out),
               "student_sha256": sha, "iterations": runner.iter}
-    Path(cfg.work_dir, "metrics.json").write_text(json.dumps(result, indent=2))
-    plot_training_curves(cfg.work_dir, Path(cfg.work_dir) / "curves.png")
-    plot_detections({"teacher": distiller.teacher, "student + DETRDistill": distiller.student}, cfg,
-                    Path(cfg.work_dir) / "detections.png")
+    written = write_run_report(cfg, result, {"teacher": distiller.teacher, "student + DETRDistill": distiller.student})
     print(render_table(rows))
-    print(f"student model: {out}  metrics: {Path(cfg.work_dir, 'metrics.json')}  "
-          f"curves: {Path(cfg.work_dir, 'curves.png')}  detections: {Path(cfg.work_dir, 'detections.png')}")
+    print(f"student model: {out}  " + "  ".join(f"{kind}: {path}" for kind, path in written.items()))
     return result
 
 

@@ -79,11 +79,10 @@ def plot_detections(models: dict[str, torch.nn.Module], cfg, out_png: str | Path
         for name, model in models.items():
             with eval_mode(model), torch.no_grad():
                 pred = model.val_step(batch)[0].pred_instances
-            top = pred.scores.argsort(descending=True)[:k].cpu()
-            boxes, labels, scores = pred.bboxes.cpu()[top], pred.labels.cpu()[top], pred.scores.cpu()[top]
+            best = pred[pred.scores.argsort(descending=True)[:k]].cpu()
             panels[f"{name}: top {k}"] = draw_boxes(
-                image, boxes.tolist(), labels.tolist(),
-                [f"{classes[int(label)]} {float(score):.2f}" for label, score in zip(labels, scores)], scale)
+                image, best.bboxes.tolist(), best.labels.tolist(),
+                [f"{classes[int(label)]} {float(score):.2f}" for label, score in zip(best.labels, best.scores)], scale)
         for ax, (title, panel) in zip(axes[row], panels.items()):
             ax.imshow(panel)
             ax.set_title(title, fontsize=9)
