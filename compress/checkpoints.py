@@ -38,6 +38,11 @@ def load_state_dict_file(path: str | Path, what: str = "checkpoint", fix: str = 
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{what} {p} holds no state_dict of tensors{hint}")
+    # A diverged run saves NaN weights without complaint; caught here, not as a NaN loss or empty detections later
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{what} {p} has NaN or inf values in {len(broken)} tensor(s) (e.g. {broken[0]}): "
+                              f"the run that wrote it diverged{hint}")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 

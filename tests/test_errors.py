@@ -49,6 +49,24 @@ def test_unreadable_and_mismatched_teacher_checkpoint(tmp_path):
     assert "does not fit the teacher config" in _one_line(err)
 
 
+def test_teacher_checkpoint_with_nan_weights(tmp_path):
+    from mmdet.registry import MODELS
+
+    import compress.distill  # noqa: F401
+    from tests.conftest import save_random_detector
+
+    path = save_random_detector(tiny_model("deformable"), tmp_path / "diverged.pth")
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["state_dict"]["bbox_head.cls_branches.0.bias"][0] = float("nan")
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as err:
+        MODELS.build(dict(type="DETRDistiller", teacher=dict(config=tiny_model("deformable"), checkpoint=str(path)),
+                          student=dict(config=tiny_model("deformable"))))
+    # shared heads (no box refinement) alias one bias under several names; the first is named
+    assert "has NaN or inf values in" in _one_line(err) and "(e.g. bbox_head.cls_branches.0.bias)" in str(err.value)
+    assert "diverged" in str(err.value) and "make teacher" in str(err.value)
+
+
 def test_class_count_mismatch(tmp_path):
     with pytest.raises(ConfigError) as err:
         build_distiller(tmp_path, tiny_model("deformable", num_classes=6), tiny_model("deformable", num_classes=5))

@@ -67,7 +67,9 @@ def with_random_weights(model_cfg: dict, folder: Path) -> dict:
         cfg[role] = {**cfg[role], "config": detector}
     cfg["student"].pop("checkpoint", None)
     cfg["teacher"]["checkpoint"] = str(folder / "random_teacher.pth")
-    torch.save(build_detector(cfg["teacher"], "teacher").state_dict(), cfg["teacher"]["checkpoint"])
+    teacher = build_detector(cfg["teacher"], "teacher")
+    teacher.init_weights()  # mmdet allocates some parameters (DETR's level_embed) uninitialised until this
+    torch.save(teacher.state_dict(), cfg["teacher"]["checkpoint"])
     return cfg
 
 
