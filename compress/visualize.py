@@ -68,7 +68,8 @@ def plot_detections(models: dict[str, torch.nn.Module], cfg, out_png: str | Path
     fig, axes = plt.subplots(count, 1 + len(models), figsize=(3.2 * (1 + len(models)), 3.2 * count), squeeze=False)
     for row in range(count):
         info = dataset.get_data_info(row)
-        image = ImageOps.exif_transpose(Image.open(info["img_path"]))  # as mmdet's loader turns it
+        with Image.open(info["img_path"]) as stored:
+            image = ImageOps.exif_transpose(stored)  # as mmdet's loader turns it (a loaded copy)
         scale = max(1.0, PANEL_PX / max(image.size))
         truth = [inst for inst in info["instances"] if not inst.get("ignore_flag", 0)]
         k = max(1, len(truth))

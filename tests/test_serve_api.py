@@ -108,7 +108,7 @@ def test_format_image_draws_boxes(server, val_images, fmt, mime):
     res = post_detect(server, content, params={"format": fmt, "score_threshold": 0})
     assert res.status_code == 200 and res.headers["content-type"] == mime
     drawn = Image.open(io.BytesIO(res.content)).convert("RGB")
-    original = Image.open(val_images[0]).convert("RGB")
+    original = Image.open(io.BytesIO(content)).convert("RGB")
     assert drawn.size == original.size
     assert np.abs(np.asarray(drawn, np.int16) - np.asarray(original, np.int16)).max() > 100  # boxes drawn
 

@@ -72,7 +72,8 @@ def test_upload_shows_boxes_slider_and_json(browser, tiny_onnx, tiny_dataset, tm
             "const c = document.getElementById('canvas').getContext('2d');"
             "return Array.from(c.getImageData(0, 0, 96, 96).data);")
         from PIL import Image
-        original = Image.open(image).convert("RGBA").tobytes()
+        with Image.open(image) as stored:
+            original = stored.convert("RGBA").tobytes()
         changed = sum(1 for i in range(0, len(original), 4) if bytes(drawn[i:i + 4]) != original[i:i + 4])
         assert changed > 50
 

@@ -95,7 +95,7 @@ def test_float32_sampling_runs_mmcvs_ops_in_float32_and_restores_them():
     class Recording:
         @staticmethod
         def apply(value, shapes, start, locations, weights, step):
-            calls.append((value.dtype, locations.dtype, weights.dtype, torch.is_autocast_cpu_enabled(), step))
+            calls.append((value.dtype, locations.dtype, weights.dtype, torch.is_autocast_enabled("cpu"), step))
             return value.sum(-1)
 
     mmcv_msda.MultiScaleDeformableAttnFunction = Recording

@@ -29,7 +29,8 @@ def test_distill_cli_end_to_end(tiny_pair, tmp_path):
     assert (work / "curves.png").stat().st_size > 1000
     # ground truth | teacher | student on the first four val images, 320 px per panel at 100 dpi
     from PIL import Image
-    assert Image.open(work / "detections.png").size == (3 * 320, 4 * 320)
+    with Image.open(work / "detections.png") as picture:
+        assert picture.size == (3 * 320, 4 * 320)
     assert "detections: " in res.stdout
     # the student file is a plain mmdet model: no teacher, no optimizer, its config and metrics inside
     ckpt = torch.load(work / "student.pth", map_location="cpu", weights_only=False)
