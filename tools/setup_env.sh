@@ -8,8 +8,12 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 FLAVOUR=${FLAVOUR:-cpu}   # cpu | gpu
 stamp="$VENV/.detrdistill-$FLAVOUR-installed"
-if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ]; then
   exit 0
+fi
+# The tested versions (constraints.txt); the GPU flavour's CUDA packages are not in it, so it stays unpinned
+if [ "$FLAVOUR" = cpu ]; then
+  export PIP_CONSTRAINT="$PWD/constraints.txt"
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip "$@"; }
