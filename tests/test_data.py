@@ -105,6 +105,13 @@ def test_boxes_under_one_pixel_are_noted_not_refused(tmp_path, capsys):
     check_coco_file(path)
     assert capsys.readouterr().out == (f"note: {path}: 2 box(es) under 1 px wide or high, or of zero area (e.g. "
                                        f"annotation id 918), are left out of training, as mmdet's CocoDataset does\n")
+    # what the note says: mmdet's CocoDataset keeps the good box only
+    from mmdet.datasets import CocoDataset
+
+    dataset = CocoDataset(ann_file=path, data_prefix=dict(img=str(tmp_path)), metainfo=dict(classes=("circle",)),
+                          pipeline=[], lazy_init=False)
+    assert [inst["bbox"] for inst in dataset.get_data_info(0)["instances"]] == [[1, 2, 11, 12]]
+    capsys.readouterr()  # pycocotools' own loading lines
     check_coco_file(_write(tmp_path, GOOD))
     assert capsys.readouterr().out == ""
 
