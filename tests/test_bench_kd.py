@@ -217,18 +217,13 @@ def test_profile_tool_times_a_pair_without_its_weights(tiny_pair):
 def test_profile_tool_random_teacher_is_initialised(tiny_pair, tmp_path):
     """mmdet allocates DETR's level_embed with torch.Tensor(...) and fills it only in init_weights(); a random
     teacher saved before that kept whatever memory it got, now and then NaN or 1e38 (a flaky profile run)."""
-    import importlib.util
-
     from mmengine.config import Config
 
-    from tests.run_helpers import REPO
+    from tools.profile_kd_step import with_random_weights
 
-    spec = importlib.util.spec_from_file_location("profile_kd_step", REPO / "tools" / "profile_kd_step.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     model_cfg = Config.fromfile(str(write_distill_config(tiny_pair, "random_teacher", 2, 2, 2))).model.to_dict()
     for _ in range(3):  # uninitialised memory reads differently from call to call
-        tool.with_random_weights(model_cfg, tmp_path)
+        with_random_weights(model_cfg, tmp_path)
         level_embed = torch.load(tmp_path / "random_teacher.pth")["level_embed"]
         assert torch.isfinite(level_embed).all() and 0.5 < float(level_embed.std()) < 2  # normal_(), as mmdet inits
 

@@ -16,6 +16,7 @@ from compress.errors import DataError
 _REQUIRED = {"images": ("id", "file_name", "width", "height"),
              "annotations": ("id", "image_id", "category_id", "bbox", "area"),  # mmdet and pycocotools read area
              "categories": ("id", "name")}
+_OUTSIDE_TOLERANCE_PX = 0.5  # rounding in converters; more than this is a wrong box or a wrong image size
 
 
 def check_coco_file(ann_file: str | Path, img_dir: str | Path | None = None,
@@ -65,7 +66,7 @@ def check_coco_file(ann_file: str | Path, img_dir: str | Path | None = None,
             raise DataError(f"{where}: box {bbox} has a negative width or height; bbox is [x, y, width, height]")
         if w < 1 or h < 1 or ann["area"] <= 0:
             below_one_pixel.append(ann["id"])
-        tol = 0.5
+        tol = _OUTSIDE_TOLERANCE_PX
         if x < -tol or y < -tol or x + w > img["width"] + tol or y + h > img["height"] + tol:
             raise DataError(f"{where}: box {bbox} lies outside its {img['width']}x{img['height']} image "
                             f"{img['file_name']}; clip it to the image")
