@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from PIL import Image
 
 from tests.run_helpers import run_cli, write_distill_config
 
@@ -56,6 +57,8 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     assert f"| teacher (reference) | {teacher['AP']} | {teacher['AP50']} |" in table and f"| {lead} | - | - |" in table
     assert "| detrdistill |" in table and "official style" in table and "median over rounds" in table
     assert (out / "bench_kd.png").stat().st_size > 5000
+    with Image.open(out / "bench_kd.png") as picture:
+        timed_width = picture.width
     config_text = (out / "configs/mgd_seed0.py").read_text()
     assert "'method': 'mgd'" in config_text and "randomness = dict(seed=0)" in config_text
 
@@ -76,6 +79,8 @@ def test_bench_kd_runs_reuses_and_resumes(tiny_pair, tmp_path):
     assert {t["target"] for t in again["targets"]} == {t["target"] for t in report["targets"]
                                                        if "step" not in t["target"]}
     assert "step times not measured" in (out / "bench_kd.md").read_text()
+    with Image.open(out / "bench_kd.png") as picture:  # the two AP panels, no blank step panel beside them
+        assert picture.width < 0.7 * timed_width
 
     # Another schedule (or --config) into the same --out: refused before anything trains, not silently mixed.
     kept = (out / "baseline/seed0/bench_entry.json").read_text()
