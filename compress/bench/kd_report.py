@@ -67,9 +67,9 @@ def kd_figure(report: dict) -> Figure:
 
     rows, teacher = report["rows"], report.get("teacher")
     ratios = report.get("step_time_vs_student", {})
-    fig = Figure(figsize=(18, 5.5) if ratios else (12, 5.5), layout="constrained")
-    panels = 3 if ratios else 2
-    axes = fig.subplots(1, panels, gridspec_kw={"width_ratios": [5, 4, 5][:panels]})
+    widths = [5, 4, 5] if ratios else [5, 4]  # curves, final AP, step cost
+    fig = Figure(figsize=(1.3 * sum(widths), 5.5), layout="constrained")
+    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths})
     curve_ax, ap_ax = axes[:2]
     colours = {name: f"C{k}" for k, name in enumerate(rows)}
     for name, row in rows.items():
