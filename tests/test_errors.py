@@ -189,6 +189,45 @@ def test_query_prior_schedule_hook_rejects_a_bad_iteration_and_a_distiller_witho
     assert "query_prior.enable=True" in _one_line(err)
 
 
+def test_loss_weight_schedule_hook_rejects_a_bad_section_iteration_or_decay():
+    from compress.distill.hooks import LossWeightScheduleHook
+
+    for kwargs, message in [(dict(section="feature", until_iter=5), "section must be one of"),
+                            (dict(section="feature_kd", until_iter=0), "until_iter must be >= 1, got 0"),
+                            (dict(section="feature_kd", until_iter=5, decay="cosine"), "decay must be one of")]:
+        with pytest.raises(ConfigError) as err:
+            LossWeightScheduleHook(**kwargs)
+        assert message in _one_line(err)
+
+
+def test_loss_weight_schedule_hook_scales_the_configured_weight_and_skips_a_disabled_section(tmp_path):
+    """Linear: the configured weight times 1 - iter / until_iter, zero from until_iter on; a section the model
+    has off (a bench-kd entry with the component switched off) is left alone, with a warning."""
+    from types import SimpleNamespace
+
+    from compress.distill.hooks import LossWeightScheduleHook
+
+    distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable"),
+                                feature_kd=dict(weight=4.0), query_prior=dict(enable=False))
+    warnings = []
+    runner = SimpleNamespace(model=distiller, iter=0, logger=SimpleNamespace(warning=warnings.append))
+    hook = LossWeightScheduleHook(section="feature_kd", until_iter=8)
+    hook.before_train(runner)
+    seen = []
+    for it in (0, 2, 6, 8, 12):
+        runner.iter = it
+        hook.before_train_iter(runner, batch_idx=it)
+        seen.append(distiller.feature_cfg.weight)
+    assert seen == pytest.approx([4.0, 3.0, 1.0, 0.0, 0.0])
+    assert not warnings
+    step = LossWeightScheduleHook(section="feature_kd", until_iter=8, decay="step")
+    assert [step.factor(it) for it in (0, 7, 8, 9)] == [1.0, 1.0, 0.0, 0.0]
+    off = LossWeightScheduleHook(section="query_prior", until_iter=8)
+    off.before_train(runner)
+    off.before_train_iter(runner, batch_idx=0)
+    assert distiller.query_cfg.weight == 1.0 and "no enabled query_prior loss" in warnings[0]
+
+
 def test_query_prior_schedule_hook_under_ddp_needs_find_unused_parameters(tmp_path):
     """After the switch a narrower student's query projection gets no gradient, which DDP rejects unless told;
     a one-process gloo group stands in for torchrun, with mmengine's real wrapper."""

@@ -67,6 +67,24 @@ def test_query_prior_schedule_hook_stops_the_group_at_its_iteration(tiny_pair, t
         assert row["loss"] == pytest.approx(expected, abs=0.01), it
 
 
+def test_loss_weight_schedule_hook_stops_the_feature_term_at_its_iteration(tiny_pair, tmp_path):
+    """Named in custom_hooks with decay='step', the hook keeps feature KD at its weight up to until_iter and at
+    zero after, in the real Runner; the other losses keep running."""
+    config = write_distill_config(tiny_pair, "fkd_until", iters=4, val_interval=4, ckpt_interval=4)
+    config.write_text(config.read_text() + "custom_hooks = [dict(type='LossWeightScheduleHook', "
+                      "section='feature_kd', until_iter=2, decay='step')]\nlog_processor = dict(window_size=1)\n")
+    work = tmp_path / "work"
+    res = run_cli("distill", "--config", str(config), "--work-dir", str(work))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in next(work.glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    train = {row["iter"]: row for row in rows if "loss" in row}
+    assert sorted(train) == [1, 2, 3, 4]
+    for it, row in train.items():
+        feature = [v for k, v in row.items() if k.startswith("loss_fkd_")]
+        assert feature and any(k.startswith("loss_qp_") for k in row)
+        assert (min(feature) > 0) if it <= 2 else (max(feature) == 0), (it, feature)
+
+
 @pytest.mark.slow
 def test_resume_after_kill_restores_iteration_and_optimizer(tiny_pair, tmp_path):
     config = write_distill_config(tiny_pair, "resume", iters=16, val_interval=100, ckpt_interval=4)

@@ -67,3 +67,54 @@ class QueryPriorScheduleHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         unwrap(runner.model).query_cfg.enable = runner.iter < self.until_iter
+
+
+# The distiller's attribute holding each loss section's config, by the name the config gives the section.
+LOSS_SECTIONS = {"logits_kd": "logits_cfg", "feature_kd": "feature_cfg", "query_prior": "query_cfg",
+                 "contrastive_kd": "contrast_cfg"}
+DECAYS = ("linear", "step")
+
+
+@HOOKS.register_module()
+class LossWeightScheduleHook(Hook):
+    """Scale one loss section's weight from its configured value down to zero by ``until_iter``.
+
+    FitNets trained its hints as a first stage before the task loss took over; on the default pair the feature
+    term at a weight large enough to help the student alone (10) costs the full method later in training, when
+    it competes with the logits and query terms (docs/bench_kd_results.md). ``decay='linear'`` ramps the weight
+    down to zero at ``until_iter``, ``'step'`` keeps it whole until then and zero after; the loss keeps running
+    at weight 0 (its adapters get zero gradients, which DDP accepts). Like mmrazor's StopDistillHook, but per
+    section and by iteration; the factor follows the restored iteration on resume.
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, section: str, until_iter: int, decay: str = "linear") -> None:
+        if section not in LOSS_SECTIONS:
+            raise ConfigError(f"LossWeightScheduleHook.section must be one of {tuple(LOSS_SECTIONS)}, got {section!r}")
+        if until_iter < 1:
+            raise ConfigError(f"LossWeightScheduleHook.until_iter must be >= 1, got {until_iter}")
+        if decay not in DECAYS:
+            raise ConfigError(f"LossWeightScheduleHook.decay must be one of {DECAYS}, got {decay!r}")
+        self.section, self.until_iter, self.decay = section, until_iter, decay
+        self.base_weight: float | None = None
+
+    def factor(self, it: int) -> float:
+        """The share of the configured weight at (0-based) iteration ``it``."""
+        if self.decay == "step":
+            return 1.0 if it < self.until_iter else 0.0
+        return max(0.0, 1.0 - it / self.until_iter)
+
+    def before_train(self, runner) -> None:
+        # bench-kd's entries keep the distill config's hooks: the student alone has no sections and a component
+        # alone has the others switched off; neither has anything to schedule, which the log says
+        cfg = getattr(unwrap(runner.model), LOSS_SECTIONS[self.section], None)
+        self.base_weight = cfg.weight if cfg is not None and cfg.enable else None
+        if self.base_weight is None:
+            runner.logger.warning(f"LossWeightScheduleHook: no enabled {self.section} loss in this model; "
+                                  "the hook does nothing")
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self.base_weight is not None:
+            cfg = getattr(unwrap(runner.model), LOSS_SECTIONS[self.section])
+            cfg.weight = self.base_weight * self.factor(runner.iter)
