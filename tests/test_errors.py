@@ -201,8 +201,9 @@ def test_loss_weight_schedule_hook_rejects_a_bad_section_iteration_or_decay():
 
 
 def test_loss_weight_schedule_hook_scales_the_configured_weight_and_skips_a_disabled_section(tmp_path):
-    """Linear: the configured weight times 1 - iter / until_iter, zero from until_iter on; a section the model
-    has off (a bench-kd entry with the component switched off) is left alone, with a warning."""
+    """Linear: the configured weight times 1 - iter / until_iter, zero from until_iter on (until_iter=None:
+    the loop's max_iters); a section the model has off (a bench-kd entry with the component switched off) is
+    left alone, with a warning."""
     from types import SimpleNamespace
 
     from compress.distill.hooks import LossWeightScheduleHook
@@ -222,6 +223,10 @@ def test_loss_weight_schedule_hook_scales_the_configured_weight_and_skips_a_disa
     assert not warnings
     step = LossWeightScheduleHook(section="feature_kd", until_iter=8, decay="step")
     assert [step.factor(it) for it in (0, 7, 8, 9)] == [1.0, 1.0, 0.0, 0.0]
+    to_the_end = LossWeightScheduleHook(section="feature_kd")  # until the loop's max_iters
+    runner.max_iters = 4
+    to_the_end.before_train(runner)
+    assert [to_the_end.factor(it) for it in (0, 1, 3, 4)] == pytest.approx([1.0, 0.75, 0.25, 0.0])
     off = LossWeightScheduleHook(section="query_prior", until_iter=8)
     off.before_train(runner)
     off.before_train_iter(runner, batch_idx=0)

@@ -84,28 +84,33 @@ class LossWeightScheduleHook(Hook):
     it competes with the logits and query terms (docs/bench_kd_results.md). ``decay='linear'`` ramps the weight
     down to zero at ``until_iter``, ``'step'`` keeps it whole until then and zero after; the loss keeps running
     at weight 0 (its adapters get zero gradients, which DDP accepts). Like mmrazor's StopDistillHook, but per
-    section and by iteration; the factor follows the restored iteration on resume.
+    section and by iteration; the factor follows the restored iteration on resume. ``until_iter=None`` is the
+    end of training (the loop's ``max_iters``), so one config ramps over ``bench-kd --quick``'s or ``--iters``'
+    shortened schedule as over the full one.
     """
 
     priority = "VERY_HIGH"
 
-    def __init__(self, section: str, until_iter: int, decay: str = "linear") -> None:
+    def __init__(self, section: str, until_iter: int | None = None, decay: str = "linear") -> None:
         if section not in LOSS_SECTIONS:
             raise ConfigError(f"LossWeightScheduleHook.section must be one of {tuple(LOSS_SECTIONS)}, got {section!r}")
-        if until_iter < 1:
+        if until_iter is not None and until_iter < 1:
             raise ConfigError(f"LossWeightScheduleHook.until_iter must be >= 1, got {until_iter}")
         if decay not in DECAYS:
             raise ConfigError(f"LossWeightScheduleHook.decay must be one of {DECAYS}, got {decay!r}")
         self.section, self.until_iter, self.decay = section, until_iter, decay
+        self.end = until_iter  # resolved against the loop in before_train when None
         self.base_weight: float | None = None
 
     def factor(self, it: int) -> float:
         """The share of the configured weight at (0-based) iteration ``it``."""
         if self.decay == "step":
-            return 1.0 if it < self.until_iter else 0.0
-        return max(0.0, 1.0 - it / self.until_iter)
+            return 1.0 if it < self.end else 0.0
+        return max(0.0, 1.0 - it / self.end)
 
     def before_train(self, runner) -> None:
+        if self.until_iter is None:
+            self.end = runner.max_iters
         # bench-kd's entries keep the distill config's hooks: the student alone has no sections and a component
         # alone has the others switched off; neither has anything to schedule, which the log says
         cfg = getattr(unwrap(runner.model), LOSS_SECTIONS[self.section], None)
