@@ -148,21 +148,27 @@ def test_side_by_side_runs_share_the_cores_unless_threads_are_set():
 
 
 def test_peers_keep_their_own_weight_and_levels_while_detrdistill_takes_the_configs(tmp_path):
-    """A distill config tuned to feature_kd.weight=5 on the finest level scales and places DETRDistill's masked
-    loss, not FitNet's or MGD's: they run at their own weight on every level."""
+    """A distill config tuned to feature_kd.weight=5 on the finest level, ramped to zero, scales, places and
+    schedules DETRDistill's masked loss, not FitNet's or MGD's: they run at their own constant weight on every
+    level (the other hooks kept)."""
     from mmengine.config import Config
 
-    from compress.bench.kd_matrix import ENTRIES, PEER_WEIGHT, derived_config
+    from compress.bench.kd_matrix import ENTRIES, PEER_WEIGHT, PEERS, derived_config, unscheduled_hooks
 
     base = tmp_path / "distill.py"
-    base.write_text("model = dict(feature_kd=dict(enable=True, weight=5.0, method='detrdistill', levels=[0]))\n")
+    ramp = "dict(type='LossWeightScheduleHook', section='feature_kd', until_iter=None, decay='linear')"
+    base.write_text("model = dict(feature_kd=dict(enable=True, weight=5.0, method='detrdistill', levels=[0]))\n"
+                    f"custom_hooks = [dict(type='NaNLossHook'), {ramp}]\n")
     settings = {}
     for name in ("feature_only", "fitnet", "mgd"):
-        cfg = Config.fromfile(str(derived_config(tmp_path / f"{name}.py", str(base), ENTRIES[name], 4, 2, 0)))
+        hooks = unscheduled_hooks(str(base)) if name in PEERS else None  # as run_bench_kd builds them
+        cfg = Config.fromfile(str(derived_config(tmp_path / f"{name}.py", str(base), ENTRIES[name], 4, 2, 0, hooks)))
         kd = cfg.model.feature_kd
-        settings[name] = (kd.weight, kd.method, kd.levels)
-    assert settings == {"feature_only": (5.0, "detrdistill", [0]), "fitnet": (PEER_WEIGHT, "fitnet", None),
-                        "mgd": (PEER_WEIGHT, "mgd", None)}
+        settings[name] = (kd.weight, kd.method, kd.levels, [h["type"] for h in cfg.custom_hooks])
+    assert settings == {"feature_only": (5.0, "detrdistill", [0], ["NaNLossHook", "LossWeightScheduleHook"]),
+                        "fitnet": (PEER_WEIGHT, "fitnet", None, ["NaNLossHook"]),
+                        "mgd": (PEER_WEIGHT, "mgd", None, ["NaNLossHook"])}
+    assert set(PEERS) == {"fitnet", "mgd"} <= set(ENTRIES)
 
 
 def test_profile_tool_splits_the_step(tiny_pair):

@@ -35,6 +35,10 @@ PEER_WEIGHT = 1.0
 # for DETRDistill (the embedded default: the finest). Measured on the default pair (AMX, 1500 it, seeds 0-2)
 # both peers do a little better on the mean on all four levels than on the finest alone (docs/bench_kd_results.md).
 PEER_LEVELS = None
+# ... and keep it constant: a weight schedule on feature_kd in the distill config (the embedded default ramps
+# DETRDistill's feature term from 10 to zero) is tuned for that loss like its weight, so the peers' runs
+# drop it (their entries below) and read as they did at a constant weight.
+PEERS = ("fitnet", "mgd")
 LOSSES = ("logits_kd", "feature_kd", "query_prior", "contrastive_kd")
 
 
@@ -79,11 +83,13 @@ TIMING = {STUDENT: None, FLOOR: KD_OFF,
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def derived_config(path: Path, base: str, model: dict | None, iters: int, val_interval: int, seed: int) -> Path:
+def derived_config(path: Path, base: str, model: dict | None, iters: int, val_interval: int, seed: int,
+                   hooks: list[dict] | None = None) -> Path:
     """A config inheriting ``base`` with the entry's switches, schedule and seed (nothing else changes).
 
     ``model`` with ``_delete_`` replaces the distiller by the student alone (the baseline keeps the distill
-    config's data, optimizer and runtime, so the comparison differs in the model only)."""
+    config's data, optimizer and runtime, so the comparison differs in the model only); ``hooks`` replaces
+    the ``custom_hooks`` list."""
     milestone = max(1, int(iters * 0.85))
     lines = [f"_base_ = [{str(Path(base).resolve())!r}]",
              f"max_iters = {iters}",
@@ -94,9 +100,19 @@ def derived_config(path: Path, base: str, model: dict | None, iters: int, val_in
              f"randomness = dict(seed={seed})"]
     if model:
         lines.append(f"model = dict(**{model!r})")
+    if hooks is not None:
+        lines.append(f"custom_hooks = {hooks!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def unscheduled_hooks(base: str) -> list[dict]:
+    """The distill config's ``custom_hooks`` less any ``LossWeightScheduleHook`` on feature_kd (the peers')."""
+    from mmengine.config import Config
+
+    hooks = [h.to_dict() if hasattr(h, "to_dict") else dict(h) for h in Config.fromfile(base).get("custom_hooks", [])]
+    return [h for h in hooks if not (h.get("type") == "LossWeightScheduleHook" and h.get("section") == "feature_kd")]
 
 
 def config_fingerprint(config: Path) -> str:
@@ -192,7 +208,7 @@ def run_bench_kd(distill_config: str, student_config: str, out: str, seeds: list
     def train(seed: int, name: str) -> dict:
         command, overrides = run_spec(ALL_ENTRIES[name])
         cfg = derived_config(root / "configs" / f"{name}_seed{seed}.py", distill_config, overrides, iters,
-                             val_interval, seed)
+                             val_interval, seed, unscheduled_hooks(distill_config) if name in PEERS else None)
         with lock:
             progress["started"] += 1
             trained, left = progress["trained"], total - progress["started"] + 1
