@@ -35,9 +35,9 @@ PEER_WEIGHT = 1.0
 # for DETRDistill (the embedded default: the finest). Measured on the default pair (AMX, 1500 it, seeds 0-2)
 # both peers do a little better on the mean on all four levels than on the finest alone (docs/bench_kd_results.md).
 PEER_LEVELS = None
-# ... and keep it constant: a weight schedule on feature_kd in the distill config (the embedded default ramps
-# DETRDistill's feature term from 10 to zero) is tuned for that loss like its weight, so the peers' runs
-# drop it (their entries below) and read as they did at a constant weight.
+# ... and keep it constant: a weight schedule on feature_kd in a distill config (a LossWeightScheduleHook
+# ramping DETRDistill's feature term, as the records' ramp runs did; the embedded default has none) is tuned
+# for that loss like its weight, so the peers' runs drop it (their entries below) and read as at a constant weight.
 PEERS = ("fitnet", "mgd")
 LOSSES = ("logits_kd", "feature_kd", "query_prior", "contrastive_kd")
 
