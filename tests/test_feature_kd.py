@@ -9,6 +9,7 @@ import torch
 
 from compress.distill.losses.feature_kd import (
     box_masks,
+    channel_standardised,
     masked_feature_loss,
     quality_mask,
     quality_masks,
@@ -16,9 +17,21 @@ from compress.distill.losses.feature_kd import (
     select_queries,
     weight_in_boxes,
 )
+from compress.distill.losses.fitnet import fitnet_loss
 from compress.errors import ConfigError
 from tests.distill_helpers import build_distiller, make_batch, run_steps
 from tests.tiny import tiny_model
+
+
+def feature_kd_inputs(distiller):
+    """(teacher taps, student taps, GTs, metas) of one two-image batch: what ``_feature_kd`` reads."""
+    from compress.distill.taps import forward_taps
+
+    data = distiller.data_preprocessor(make_batch(2, 96, seed=0), True)
+    teacher = distiller._teacher_forward(data["inputs"], data["data_samples"])
+    student = forward_taps(distiller.student, data["inputs"], data["data_samples"])
+    return (teacher, student, [s.gt_instances for s in data["data_samples"]],
+            [s.metainfo for s in data["data_samples"]])
 
 
 def test_quality_mask_hand_computed():
@@ -199,15 +212,10 @@ def test_stage_batched_feature_kd_equals_the_per_stage_definition(tmp_path, mask
 
 def test_feature_levels_pick_what_is_distilled(tmp_path):
     """levels=[0]: one adapter, and only the finest student level receives the feature loss's gradient."""
-    from compress.distill.taps import forward_taps
-
     distiller = build_distiller(tmp_path, tiny_model("deformable", embed_dims=128),
                                 tiny_model("deformable", embed_dims=64), feature_kd=dict(levels=[0]))
     assert len(distiller.feature_adapters) == 1
-    data = distiller.data_preprocessor(make_batch(2, 96, seed=0), True)
-    teacher = distiller._teacher_forward(data["inputs"], data["data_samples"])
-    student = forward_taps(distiller.student, data["inputs"], data["data_samples"])
-    gts, metas = [s.gt_instances for s in data["data_samples"]], [s.metainfo for s in data["data_samples"]]
+    teacher, student, gts, metas = feature_kd_inputs(distiller)
     losses = distiller._feature_kd(teacher, student, gts, metas)
     grads = torch.autograd.grad(sum(losses.values()), list(student.feats), allow_unused=True)
     assert grads[0] is not None and grads[0].abs().sum() > 0
@@ -227,6 +235,78 @@ def test_unknown_feature_mask_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="feature_kd.mask must be one of"):
         build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
                         feature_kd=dict(mask="gaussian"))
+
+
+def test_channel_standardised_hand_computed():
+    feature = torch.tensor([[[[1.0, 3.0]], [[10.0, 10.0]]], [[[5.0, 7.0]], [[10.0, 14.0]]]])  # (B=2, C=2, 1, 2)
+    out = channel_standardised(feature)
+    # channel 0: 1, 3, 5, 7 -> mean 4, unbiased std sqrt(20 / 3); channel 1: 10, 10, 10, 14 -> mean 11, std 2
+    std0 = math.sqrt(20 / 3)
+    expected = torch.tensor([[[[-3 / std0, -1 / std0]], [[-0.5, -0.5]]], [[[1 / std0, 3 / std0]], [[-0.5, 1.5]]]])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_standardised_fitnet_is_pkd_one_minus_pearson():
+    """PKD: the MSE of standardised maps is 2 (n - 1) / n (1 - r), r the per-channel Pearson correlation."""
+    gen = torch.Generator().manual_seed(0)
+    f_t = torch.randn(2, 3, 4, 5, generator=gen)
+    f_s = 0.5 * f_t + torch.randn(2, 3, 4, 5, generator=gen)
+    loss = fitnet_loss([channel_standardised(f_t)], [channel_standardised(f_s)])
+    flat_t, flat_s = f_t.transpose(0, 1).flatten(1), f_s.transpose(0, 1).flatten(1)  # (C, B H W)
+    n = flat_t.shape[1]
+    r = torch.stack([torch.corrcoef(torch.stack([a, b]))[0, 1] for a, b in zip(flat_t, flat_s)])
+    assert loss.item() == pytest.approx((2 * (n - 1) / n * (1 - r)).mean().item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("normalize,invariant", [("channel", True), ("none", False)])
+def test_channel_normalised_feature_kd_ignores_the_adapters_scale(tmp_path, normalize, invariant):
+    """Standardised maps compare the pattern only: scaling and shifting the adapter's output leaves the loss
+    unchanged; the raw maps' loss moves with it."""
+    distiller = build_distiller(tmp_path, tiny_model("deformable", embed_dims=64),
+                                tiny_model("deformable", width=4, embed_dims=32),
+                                feature_kd=dict(mask="boxes", levels=[0], normalize=normalize))
+    distiller.eval()
+    teacher, student, gts, metas = feature_kd_inputs(distiller)
+    with torch.no_grad():
+        before = sum(distiller._feature_kd(teacher, student, gts, metas).values())
+        adapter = distiller.feature_adapters[0]
+        adapter.weight.mul_(3.0)
+        adapter.bias.mul_(3.0).add_(0.7)
+        after = sum(distiller._feature_kd(teacher, student, gts, metas).values())
+    assert before > 0
+    assert (after.item() == pytest.approx(before.item(), rel=1e-4)) == invariant
+
+
+def test_backbone_source_distils_the_backbone_output_the_neck_reads(tmp_path):
+    """source='backbone', level 0: the loss's gradient reaches the student's finest backbone output, its
+    adapter maps the student's channels to the teacher's, and the neck's output gets no gradient of its own."""
+    distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                                feature_kd=dict(source="backbone", mask="boxes", levels=[0]))
+    teacher, student, gts, metas = feature_kd_inputs(distiller)
+    t_in, s_in = teacher.backbone_feats[0].shape[1], student.backbone_feats[0].shape[1]
+    assert s_in != t_in and len(teacher.backbone_feats) < len(teacher.feats)
+    adapter = distiller.feature_adapters[0]
+    assert (adapter.in_channels, adapter.out_channels) == (s_in, t_in)
+    loss = sum(distiller._feature_kd(teacher, student, gts, metas).values())
+    grads = torch.autograd.grad(loss, [*student.backbone_feats, student.feats[0]], allow_unused=True)
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert all(g is None for g in grads[1:])
+
+
+@pytest.mark.parametrize("extra,message", [
+    (dict(mask="cosine"), "needs mask='boxes'"),
+    (dict(mask="boxes", levels=[3]), "names a level the backbones do not put out"),
+])
+def test_bad_backbone_feature_settings_are_refused(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                        feature_kd=dict(source="backbone", **extra))
+
+
+def test_unknown_feature_normalisation_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="feature_kd.normalize must be one of"):
+        build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                        feature_kd=dict(normalize="layer"))
 
 
 def test_weight_in_boxes_hand_computed():

@@ -32,6 +32,7 @@ from compress.distill.losses.contrastive_kd import ContrastiveHead, ContrastiveK
 from compress.distill.losses.feature_kd import (
     FeatureKDConfig,
     box_masks,
+    channel_standardised,
     gather_rows,
     masked_feature_loss,
     quality_masks,
@@ -158,6 +159,16 @@ def class_logits(cls_scores: torch.Tensor, softmax: bool) -> torch.Tensor:
     return torch.logit(cls_scores.softmax(-1)[..., :-1], eps=1e-6)
 
 
+def backbone_channels(detector: nn.Module) -> list[int]:
+    """The channels of each backbone output, read where the neck takes them in (mmdet's ChannelMapper, the
+    neck of every DETR family here): the backbones themselves do not record them per output."""
+    convs = getattr(getattr(detector, "neck", None), "convs", None)
+    if convs is None:
+        raise ConfigError("feature_kd.source='backbone' needs a ChannelMapper neck (it reads the backbone's "
+                          "channels from it); use source='neck'")
+    return [module.conv.in_channels for module in convs]
+
+
 @MODELS.register_module()
 class DETRDistiller(BaseModel):
     """DETRDistill (Chang et al., ICCV 2023) around two mmdet DETR-family detectors.
@@ -227,10 +238,16 @@ class DETRDistiller(BaseModel):
         self.feature_adapters = None
         self.feature_levels = self._feature_levels() if self.feature_cfg.enable else []
         if self.feature_cfg.enable:
-            t_ch, s_ch = t_dims, s_dims  # neck outputs and encoder memory both have embed_dims channels
+            if self.feature_cfg.source == "backbone":
+                t_chs, s_chs = backbone_channels(self.teacher), backbone_channels(self.student)
+                if max(self.feature_levels) >= min(len(t_chs), len(s_chs)):
+                    raise ConfigError(f"feature_kd.levels {self.feature_levels} names a level the backbones do "
+                                      f"not put out: they have {min(len(t_chs), len(s_chs))}; set feature_kd.levels")
+                pairs = [(t_chs[i], s_chs[i]) for i in self.feature_levels]
+            else:  # neck outputs and encoder memory both have embed_dims channels
+                pairs = [(t_dims, s_dims)] * len(self.feature_levels)
             self.feature_adapters = nn.ModuleList(
-                [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity()
-                 for _ in self.feature_levels])
+                [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity() for t_ch, s_ch in pairs])
         self.contrast_head = (ContrastiveHead(s_dims, t_dims, self.contrast_cfg.proj_dims)
                               if self.contrast_cfg.enable else None)
         self.mgd_generators = None
@@ -423,6 +440,8 @@ class DETRDistiller(BaseModel):
         cfg = self.feature_cfg
         if cfg.source == "neck":
             t_maps, s_maps = list(teacher.feats), list(student.feats)
+        elif cfg.source == "backbone":
+            t_maps, s_maps = list(teacher.backbone_feats), list(student.backbone_feats)
         else:
             t_maps, s_maps = teacher.encoder_maps(), student.encoder_maps()
         if len(t_maps) != len(s_maps) or any(a.shape[-2:] != b.shape[-2:] for a, b in zip(t_maps, s_maps)):
@@ -435,13 +454,18 @@ class DETRDistiller(BaseModel):
                               f"the student's num_feature_levels to its neck's num_outs")
         t_maps = [t_maps[i] for i in levels]
         s_maps = [adapter(s_maps[i]) for adapter, i in zip(self.feature_adapters, levels)]
+        # The masks read the teacher's own maps (the cosine mask their directions); only the compared values
+        # are standardised.
+        t_cmp, s_cmp = t_maps, s_maps
+        if cfg.normalize == "channel":
+            t_cmp, s_cmp = [channel_standardised(m) for m in t_maps], [channel_standardised(m) for m in s_maps]
         if cfg.method == "fitnet":
-            return {"loss_fkd_fitnet": cfg.weight * fitnet_loss(t_maps, s_maps)}
+            return {"loss_fkd_fitnet": cfg.weight * fitnet_loss(t_cmp, s_cmp)}
         if cfg.method == "mgd":
-            return {"loss_fkd_mgd": cfg.weight * mgd_loss(t_maps, s_maps, self.mgd_generators, cfg.mgd_mask_ratio)}
+            return {"loss_fkd_mgd": cfg.weight * mgd_loss(t_cmp, s_cmp, self.mgd_generators, cfg.mgd_mask_ratio)}
         with torch.no_grad():
             masks = self._quality_masks(teacher, t_maps, gts, metas)
-        values = cfg.weight * masked_feature_loss(t_maps, s_maps, masks)
+        values = cfg.weight * masked_feature_loss(t_cmp, s_cmp, masks)
         return {f"loss_fkd_t{stage}": value for stage, value in enumerate(values)}
 
     def _quality_masks(self, teacher: Taps, t_maps: list[torch.Tensor], gts: list, metas: list[dict]

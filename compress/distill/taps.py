@@ -33,6 +33,7 @@ class Taps:
     cls_scores: (L, B, N, C) sigmoid logits, or (L, B, N, C + 1) softmax logits (DETR).
     bbox_preds: (L, B, N, 4) normalised cxcywh.
     num_dn: leading denoising queries in N (DINO training), excluded from distillation.
+    backbone_feats: the backbone outputs the neck maps to ``feats``, level for level (B, C_i, H, W).
     """
 
     feats: tuple[torch.Tensor, ...]
@@ -43,6 +44,7 @@ class Taps:
     bbox_preds: torch.Tensor
     num_dn: int = 0
     extras: dict = field(default_factory=dict)
+    backbone_feats: tuple[torch.Tensor, ...] = ()
 
     def float(self) -> Taps:
         """Every floating-point tensor in float32: a teacher run under bf16/fp16 autocast feeds the losses,
@@ -88,7 +90,8 @@ def forward_taps(model, inputs: torch.Tensor, data_samples: list, group: dict | 
     on the same encoder output; its (cls_scores, bbox_preds) land in ``extras["group"]``. DINO decodes it in
     the same decoder call as its own queries (``decode_with_group``); other families in a second call.
     """
-    feats = model.extract_feat(inputs)
+    backbone_feats = model.backbone(inputs)  # extract_feat's two steps, keeping the backbone's outputs
+    feats = model.neck(backbone_feats) if model.with_neck else backbone_feats
     encoder_inputs, decoder_inputs = model.pre_transformer(feats, data_samples)
     encoder_outputs = model.forward_encoder(**encoder_inputs)
     if isinstance(model, DINO):
@@ -109,7 +112,7 @@ def forward_taps(model, inputs: torch.Tensor, data_samples: list, group: dict | 
     num_dn = int(dn_meta["num_denoising_queries"]) if dn_meta else 0
     return Taps(feats=tuple(feats), memory=encoder_outputs["memory"], decoder_inputs=decoder_inputs,
                 head_inputs=head_inputs, cls_scores=cls_scores, bbox_preds=bbox_preds, num_dn=num_dn,
-                extras=extras)
+                extras=extras, backbone_feats=tuple(backbone_feats))
 
 
 def decode_with_group(model, decoder_inputs: dict, group: dict) -> tuple[dict, tuple, tuple]:

@@ -11,6 +11,15 @@ they found. Where they do not (on the embedded default the mask puts about as mu
 GT boxes as their share of the map: ``tools/feature_mask_focus.py``), ``mask='boxes'`` keeps the same top-M
 queries and quality and lays each quality on the footprint of the query's predicted box instead of its
 cosine: psi = clamp(sum_i q_i [cell (x, y) overlaps box_i], min=0.01) / max, target-aware by construction.
+
+``normalize='channel'`` compares the maps after standardising each channel over the batch and positions (PKD,
+Cao et al., NeurIPS 2022): a from-scratch student's adapted features need not match the teacher's scale and
+offset per channel, only their pattern, and a few large-magnitude teacher channels no longer dominate the sum.
+With ``method='fitnet'`` it is PKD itself (whose loss is this MSE halved).
+
+``source`` picks the maps: the neck outputs (the official code), the encoder memory, or the backbone outputs
+the neck reads (level i of each is the same stride), which a pair with one backbone architecture can compare
+without an adapter.
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ import torch.nn.functional as F
 
 from compress.distill.box_ops import iou
 
-SOURCES = ("neck", "encoder")
+SOURCES = ("neck", "encoder", "backbone")
 # 'detrdistill': the quality-weighted mask below; 'fitnet' and 'mgd': the peer baselines of the paper's
 # comparison, on the same features and adapters (losses/fitnet.py, losses/mgd.py).
 METHODS = ("detrdistill", "fitnet", "mgd")
 MASKS = ("cosine", "boxes")
+NORMALIZE = ("none", "channel")
 
 
 @dataclass
@@ -39,6 +49,7 @@ class FeatureKDConfig:
     method: str = "detrdistill"
     mgd_mask_ratio: float = 0.65
     mask: str = "cosine"
+    normalize: str = "none"
     # Indices of the distilled feature levels (neck outputs or encoder-memory levels, finest first); None = all,
     # as in the official code.
     levels: list[int] | None = None
@@ -50,6 +61,11 @@ class FeatureKDConfig:
             raise ValueError(f"feature_kd.method must be one of {METHODS}, got {self.method!r}")
         if self.mask not in MASKS:
             raise ValueError(f"feature_kd.mask must be one of {MASKS}, got {self.mask!r}")
+        if self.source == "backbone" and self.method == "detrdistill" and self.mask == "cosine":
+            raise ValueError("feature_kd.source='backbone' needs mask='boxes': the cosine mask compares the "
+                             "teacher's queries with features of their width, which backbone maps do not have")
+        if self.normalize not in NORMALIZE:
+            raise ValueError(f"feature_kd.normalize must be one of {NORMALIZE}, got {self.normalize!r}")
         if self.levels is not None:
             self.levels = list(self.levels)
             if (not self.levels or len(set(self.levels)) != len(self.levels)
@@ -141,6 +157,13 @@ def quality_mask(queries: torch.Tensor, quality: torch.Tensor, feature: torch.Te
                  ) -> torch.Tensor:
     """psi (H, W) for one image and level; queries (M, E), quality (M,), feature (E, H, W)."""
     return quality_masks(query_evidence(queries, quality)[None], [feature[None]], min_mask)[0][0]
+
+
+def channel_standardised(feature: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(B, C, H, W) with each channel at zero mean and unit standard deviation over B x H x W (PKD's norm)."""
+    mean = feature.mean(dim=(0, 2, 3), keepdim=True)
+    std = feature.std(dim=(0, 2, 3), keepdim=True)
+    return (feature - mean) / (std + eps)
 
 
 def masked_feature_loss(teacher_feats: list[torch.Tensor], student_feats: list[torch.Tensor],
