@@ -50,8 +50,8 @@ class FeatureKDConfig:
     mgd_mask_ratio: float = 0.65
     mask: str = "cosine"
     normalize: str = "none"
-    # Indices of the distilled feature levels (neck outputs or encoder-memory levels, finest first); None = all,
-    # as in the official code.
+    # Indices of the distilled feature levels (neck outputs, encoder-memory or backbone levels, finest first);
+    # None = all, as in the official code.
     levels: list[int] | None = None
 
     def __post_init__(self) -> None:
