@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from compress.errors import ConfigError
 from tests.conftest import make_batch
@@ -29,6 +31,51 @@ def test_bf16_teacher_forward_is_float32_and_close(tmp_path):
     for name in ("cls_scores", "bbox_preds"):
         assert getattr(low, name).dtype == torch.float32
         assert getattr(low, name).shape == getattr(full, name).shape
+
+
+class WeightCasts(TorchDispatchMode):
+    """Counts casts (``aten._to_copy``) whose input is one of ``weights``, wherever they come from."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.pointers = {w.data_ptr() for w in weights}
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0].data_ptr() in self.pointers:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_bf16_teacher_casts_its_weights_once(tmp_path, monkeypatch):
+    """Autocast recasts a frozen teacher's weights on every forward (it keeps casts only of tensors that require
+    grad); cast once, no forward casts a float32 weight, the outputs are bitwise the same, and the float32
+    parameters are back in place after the forward and follow a move of the distiller."""
+    distiller = build_distiller(tmp_path, tiny_model("dino"), tiny_model("dino", width=4),
+                                teacher_autocast="bfloat16")
+    data = distiller.data_preprocessor(make_batch(2, 96), True)
+    teacher = distiller.teacher
+    linears = [m for m in teacher.modules() if isinstance(m, torch.nn.Linear)
+               and not isinstance(m, torch.nn.modules.linear.NonDynamicallyQuantizableLinear)]
+    products = [p for m in teacher.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+                and not isinstance(m, torch.nn.modules.linear.NonDynamicallyQuantizableLinear)
+                for p in m.parameters(recurse=False)]
+    distiller._teacher_forward(data["inputs"], data["data_samples"])  # the first forward makes the copies
+    with WeightCasts(products) as once:
+        cast_once = distiller._teacher_forward(data["inputs"], data["data_samples"])
+    assert all(p.dtype == torch.float32 for p in teacher.parameters())
+    monkeypatch.setattr(distiller.teacher_weights, "swapped", contextlib.nullcontext)  # autocast's own casts
+    with WeightCasts(products) as every:
+        cast_each_time = distiller._teacher_forward(data["inputs"], data["data_samples"])
+    assert once.count == 0 and every.count >= len(products) > 20
+    for name in ("memory", "cls_scores", "bbox_preds"):
+        assert torch.equal(getattr(cast_once, name), getattr(cast_each_time, name))
+    assert all(torch.equal(a, b) for a, b in zip(cast_once.feats, cast_each_time.feats))
+    monkeypatch.undo()
+    distiller.to(torch.device("meta"))
+    with distiller.teacher_weights.swapped():
+        assert {(m.weight.device.type, m.weight.dtype) for m in linears} == {("meta", torch.bfloat16)}
+    assert {(m.weight.device.type, m.weight.dtype) for m in linears} == {("meta", torch.float32)}
 
 
 def test_bf16_teacher_trains(tmp_path):

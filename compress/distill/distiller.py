@@ -52,7 +52,12 @@ from compress.distill.taps import (
     forward_taps,
     is_softmax_head,
 )
-from compress.distill.teacher_precision import autocast_dtype, float32_sampling, float32_self_attention
+from compress.distill.teacher_precision import (
+    LowPrecisionWeights,
+    autocast_dtype,
+    float32_sampling,
+    float32_self_attention,
+)
 from compress.errors import CheckpointError, ConfigError
 from compress.models.sparse_deformable_attention import sparse_deformable_sampling
 
@@ -178,7 +183,8 @@ class DETRDistiller(BaseModel):
             frozen, eval mode, no grad. ``autocast`` runs its forward under torch.autocast in that dtype
             (cheaper on hardware with bf16/fp16 units: AVX-512 BF16 / AMX CPUs, tensor-core GPUs), deformable
             attention's sampling and the query self-attention in float32 (``teacher_precision.py``); its
-            outputs are cast back to float32 before matching and the losses. ``sparse_attention`` (default
+            outputs are cast back to float32 before matching and the losses; its linear and convolution
+            weights are cast once, not on every forward (``LowPrecisionWeights``). ``sparse_attention`` (default
             True): deformable attention's CPU fallback runs as one sparse matrix product in the teacher's
             no-grad forward (same result, see ``compress/models/sparse_deformable_attention.py``); False keeps
             mmcv's grid_sample version, for timing comparisons. ``compile`` (default False): torch.compile
@@ -220,8 +226,10 @@ class DETRDistiller(BaseModel):
         teacher_model = build_detector(teacher, "teacher")
         load_detector_weights(teacher_model, teacher["checkpoint"], "teacher")
         teacher_model.requires_grad_(False).eval()
+        self.teacher_weights = None
         if self.teacher_autocast is not None:
             float32_self_attention(teacher_model)
+            self.teacher_weights = LowPrecisionWeights(teacher_model, self.teacher_autocast)
         if teacher_compile:
             compile_encoder(teacher_model)
         object.__setattr__(self, "teacher", teacher_model)  # outside the module tree, see module doc
@@ -309,6 +317,8 @@ class DETRDistiller(BaseModel):
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
         self.teacher._apply(fn, *args, **kwargs)
+        if self.teacher_weights is not None:
+            self.teacher_weights.reset()  # the low-precision copies follow the teacher's new device / values
         return self
 
     def _set_device(self, device: torch.device) -> None:
@@ -363,7 +373,8 @@ class DETRDistiller(BaseModel):
         with torch.no_grad(), sampling:
             if self.teacher_autocast is None:
                 return forward_taps(self.teacher, inputs, data_samples)
-            with torch.autocast(inputs.device.type, dtype=self.teacher_autocast), float32_sampling():
+            with (torch.autocast(inputs.device.type, dtype=self.teacher_autocast), float32_sampling(),
+                  self.teacher_weights.swapped()):
                 return forward_taps(self.teacher, inputs, data_samples).float()
 
     # -- the three losses ----------------------------------------------------------------------------

@@ -15,12 +15,15 @@ Autocast casts matrix products and convolutions to the low dtype. Two places sta
 
 Both together, on the default teacher (batch 4, 192 px, 2 Zen 4 cores, one process, the two scopes interleaved):
 its bf16 forward 143 -> 129 ms, float32 166 ms (docs/bench_kd_results.md, "The bf16 teacher's float32 scope").
+
+The weights those products read are cast once, not on every forward (``LowPrecisionWeights``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import mmcv.ops.multi_scale_deform_attn as mmcv_msda
 import torch
@@ -101,3 +104,50 @@ def float32_self_attention(detector: nn.Module) -> None:
     for module in detector.modules():
         if type(module) is nn.MultiheadAttention:
             module.__class__ = Float32MultiheadAttention
+
+
+# The modules whose weight and bias autocast casts to the low dtype for their product (its lower-precision op list).
+_PRODUCT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class LowPrecisionWeights:
+    """A frozen detector's product weights in the autocast dtype, swapped in around its autocast forward.
+
+    Why: autocast keeps its casts for one region only for leaf tensors that require grad, so a frozen teacher's
+    every linear and convolution weight and bias is cast again on every forward (126 tensors on the default
+    teacher, 4-5 ms of its 70-80 ms forward on AMX). The cast is the same rounding whether autocast or this does
+    it, and autocast leaves a tensor already in its dtype alone, so the forward's results are bitwise the same.
+    Outside ``swapped()`` the float32 parameters are in place: the teacher evaluated on its own, its state dict
+    and ``.to()`` see them; the copies are made on first use and again after the detector moves (``reset``).
+    Modules inside ``Float32MultiheadAttention`` keep float32: they run with autocast off.
+    """
+
+    detector: nn.Module
+    dtype: torch.dtype
+    _slots: list[tuple[nn.Module, str]] = field(init=False)
+    _low: list[nn.Parameter] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        kept = {id(m) for outer in self.detector.modules() if isinstance(outer, Float32MultiheadAttention)
+                for m in outer.modules()}
+        self._slots = [(module, name) for module in self.detector.modules()
+                       if isinstance(module, _PRODUCT_MODULES) and id(module) not in kept
+                       for name in ("weight", "bias") if module._parameters.get(name) is not None]
+
+    def reset(self) -> None:
+        self._low = None
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        if self._low is None:
+            self._low = [nn.Parameter(module._parameters[name].detach().to(self.dtype), requires_grad=False)
+                         for module, name in self._slots]
+        kept = [module._parameters[name] for module, name in self._slots]
+        for (module, name), low in zip(self._slots, self._low):
+            module._parameters[name] = low
+        try:
+            yield
+        finally:
+            for (module, name), param in zip(self._slots, kept):
+                module._parameters[name] = param
