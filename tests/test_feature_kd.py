@@ -293,6 +293,21 @@ def test_backbone_source_distils_the_backbone_output_the_neck_reads(tmp_path):
     assert all(g is None for g in grads[1:])
 
 
+def test_backbone_source_without_levels_takes_every_backbone_output(tmp_path):
+    """levels=None means every level, and the backbone puts out one fewer than the neck (its extra level is
+    made by the neck): one loss term per backbone output, adapters sized from each."""
+    distiller = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                                feature_kd=dict(source="backbone", mask="boxes", levels=None))
+    teacher, student, gts, metas = feature_kd_inputs(distiller)
+    assert distiller.feature_levels == list(range(len(teacher.backbone_feats))) != []
+    assert len(teacher.backbone_feats) < len(teacher.feats)
+    assert [(a.in_channels, a.out_channels) for a in distiller.feature_adapters] == [
+        (s.shape[1], t.shape[1]) for s, t in zip(student.backbone_feats, teacher.backbone_feats)]
+    loss = sum(distiller._feature_kd(teacher, student, gts, metas).values())
+    grads = torch.autograd.grad(loss, list(student.backbone_feats))
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
 @pytest.mark.parametrize("extra,message", [
     (dict(mask="cosine"), "needs mask='boxes'"),
     (dict(mask="boxes", levels=[3]), "names a level the backbones do not put out"),

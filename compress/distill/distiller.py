@@ -248,6 +248,8 @@ class DETRDistiller(BaseModel):
         if self.feature_cfg.enable:
             if self.feature_cfg.source == "backbone":
                 t_chs, s_chs = backbone_channels(self.teacher), backbone_channels(self.student)
+                if self.feature_cfg.levels is None:  # every level: the backbones put out fewer than the neck
+                    self.feature_levels = list(range(min(len(t_chs), len(s_chs))))
                 if max(self.feature_levels) >= min(len(t_chs), len(s_chs)):
                     raise ConfigError(f"feature_kd.levels {self.feature_levels} names a level the backbones do "
                                       f"not put out: they have {min(len(t_chs), len(s_chs))}; set feature_kd.levels")
