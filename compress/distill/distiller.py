@@ -244,17 +244,15 @@ class DETRDistiller(BaseModel):
         self.query_proj = (nn.Linear(t_dims, s_dims, bias=False)
                            if self._needs_query_group() and t_dims != s_dims else None)
         self.feature_adapters = None
-        self.feature_levels = self._feature_levels() if self.feature_cfg.enable else []
+        self.feature_levels = []
         if self.feature_cfg.enable:
-            if self.feature_cfg.source == "backbone":
+            if self.feature_cfg.source == "backbone":  # one level fewer than the neck, which makes the coarsest
                 t_chs, s_chs = backbone_channels(self.teacher), backbone_channels(self.student)
-                if self.feature_cfg.levels is None:  # every level: the backbones put out fewer than the neck
-                    self.feature_levels = list(range(min(len(t_chs), len(s_chs))))
-                if max(self.feature_levels) >= min(len(t_chs), len(s_chs)):
-                    raise ConfigError(f"feature_kd.levels {self.feature_levels} names a level the backbones do "
-                                      f"not put out: they have {min(len(t_chs), len(s_chs))}; set feature_kd.levels")
+                self.feature_levels = self._feature_levels(min(len(t_chs), len(s_chs)), "the backbones do not put out")
                 pairs = [(t_chs[i], s_chs[i]) for i in self.feature_levels]
             else:  # neck outputs and encoder memory both have embed_dims channels
+                self.feature_levels = self._feature_levels(getattr(self.student, "num_feature_levels", 1),
+                                                           "the student does not have")
                 pairs = [(t_dims, s_dims)] * len(self.feature_levels)
             self.feature_adapters = nn.ModuleList(
                 [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity() for t_ch, s_ch in pairs])
@@ -295,18 +293,18 @@ class DETRDistiller(BaseModel):
         the teacher's queries."""
         return self.query_cfg.enable or self._query_points()
 
-    def _feature_levels(self) -> list[int]:
-        """The distilled levels. Deformable DETR and DINO carry num_feature_levels (their neck outputs and
-        encoder memory levels); DETR, Conditional and DAB-DETR run on one level. Not read from the neck: mmdet's
-        ChannelMapper keeps no num_outs attribute, and counting on it built one adapter, so until 2026-11-27
-        feature KD saw only the finest level, whatever the config said (now ``feature_kd.levels=[0]``)."""
-        available = getattr(self.student, "num_feature_levels", 1)
+    def _feature_levels(self, available: int, missing: str) -> list[int]:
+        """The distilled levels of ``available`` (None: all). For neck and encoder memory that is the student's
+        num_feature_levels (Deformable DETR and DINO carry it; DETR, Conditional and DAB-DETR run on one level).
+        Not read from the neck: mmdet's ChannelMapper keeps no num_outs attribute, and counting on it built one
+        adapter, so until 2026-11-27 feature KD saw only the finest level, whatever the config said (now
+        ``feature_kd.levels=[0]``)."""
         levels = self.feature_cfg.levels
         if levels is None:
             return list(range(available))
         if max(levels) >= available:
-            raise ConfigError(f"feature_kd.levels {levels} names a level the student does not have: it has "
-                              f"{available} (indices 0-{available - 1})")
+            raise ConfigError(f"feature_kd.levels {levels} names a level {missing}: there are {available} "
+                              f"(indices 0-{available - 1})")
         return levels
 
     def init_weights(self) -> None:
