@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,17 @@ def tiny_onnx(tiny_student, tmp_path_factory) -> Path:
                   "--max-batch", "3", "--top-k", "10", "--val-images", "0")
     assert res.returncode == 0, res.stderr[-3000:]
     return out
+
+
+def logged_train_rows(pair: dict, tmp_path: Path, name: str, extra: str, iters: int = 4) -> dict[int, dict]:
+    """Distil ``iters`` iterations of the tiny pair with ``extra`` config lines appended (custom hooks, say)
+    through the CLI; each iteration's logged values, unsmoothed."""
+    config = write_distill_config(pair, name, iters=iters, val_interval=iters, ckpt_interval=iters)
+    config.write_text(config.read_text() + f"{extra}\nlog_processor = dict(window_size=1)\n")
+    work = tmp_path / "work"
+    res = run_cli("distill", "--config", str(config), "--work-dir", str(work))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in next(work.glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    train = {row["iter"]: row for row in rows if "loss" in row}
+    assert sorted(train) == list(range(1, iters + 1))
+    return train

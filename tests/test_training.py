@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.run_helpers import run_cli, subprocess_env, write_distill_config
+from tests.run_helpers import logged_train_rows, run_cli, subprocess_env, write_distill_config
 
 
 def test_distill_cli_end_to_end(tiny_pair, tmp_path):
@@ -46,24 +46,12 @@ def test_distill_cli_end_to_end(tiny_pair, tmp_path):
     assert any(k.startswith("student.") for k in full["state_dict"]) and "optimizer" in full
 
 
-def train_rows_with_hook(tiny_pair, tmp_path, name: str, hook: str) -> dict[int, dict]:
-    """Distil 4 iterations with ``hook`` as the only custom hook; each iteration's logged losses, unsmoothed."""
-    config = write_distill_config(tiny_pair, name, iters=4, val_interval=4, ckpt_interval=4)
-    config.write_text(config.read_text() + f"custom_hooks = [{hook}]\nlog_processor = dict(window_size=1)\n")
-    work = tmp_path / "work"
-    res = run_cli("distill", "--config", str(config), "--work-dir", str(work))
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = [json.loads(line) for line in next(work.glob("*/vis_data/scalars.json")).read_text().splitlines()]
-    train = {row["iter"]: row for row in rows if "loss" in row}
-    assert sorted(train) == [1, 2, 3, 4]
-    return train
-
-
 def test_query_prior_schedule_hook_stops_the_group_at_its_iteration(tiny_pair, tmp_path):
     """Named in custom_hooks, the hook runs the teacher-query group (its loss_qp_* terms) up to until_iter
     and not after, in the real Runner. The log keeps a stopped term's last value, so the evidence is the
     logged total: with or without the group's terms in it."""
-    train = train_rows_with_hook(tiny_pair, tmp_path, "qp_until", "dict(type='QueryPriorScheduleHook', until_iter=2)")
+    train = logged_train_rows(tiny_pair, tmp_path, "qp_until",
+                              "custom_hooks = [dict(type='QueryPriorScheduleHook', until_iter=2)]")
     for it, row in train.items():
         group = sum(v for k, v in row.items() if k.startswith("loss_qp_"))
         rest = sum(v for k, v in row.items() if "loss" in k and k != "loss" and not k.startswith("loss_qp_"))
@@ -76,7 +64,7 @@ def test_loss_weight_schedule_hook_stops_the_feature_term_at_its_iteration(tiny_
     """Named in custom_hooks with decay='step', the hook keeps feature KD at its weight up to until_iter and at
     zero after, in the real Runner; the other losses keep running."""
     hook = "dict(type='LossWeightScheduleHook', section='feature_kd', until_iter=2, decay='step')"
-    train = train_rows_with_hook(tiny_pair, tmp_path, "fkd_until", hook)
+    train = logged_train_rows(tiny_pair, tmp_path, "fkd_until", f"custom_hooks = [{hook}]")
     for it, row in train.items():
         feature = [v for k, v in row.items() if k.startswith("loss_fkd_")]
         assert feature and any(k.startswith("loss_qp_") for k in row)

@@ -52,6 +52,7 @@ from compress.distill.taps import (
     forward_taps,
     is_softmax_head,
 )
+from compress.distill.teacher_cache import ALWAYS, TeacherCache, image_key
 from compress.distill.teacher_precision import (
     LowPrecisionWeights,
     autocast_dtype,
@@ -114,7 +115,8 @@ def build_detector(spec: dict, role: str) -> nn.Module:
     """Build an mmdet detector from ``dict(config=path | model dict)``."""
     if not isinstance(spec, dict) or "config" not in spec:
         raise ConfigError(f"model.{role} must be dict(config=<detector config path or model dict>, ...)")
-    valid = {"config", "checkpoint"} | ({"autocast", "sparse_attention", "compile"} if role == "teacher" else set())
+    valid = {"config", "checkpoint"} | ({"autocast", "sparse_attention", "compile", "cache_mb"} if role == "teacher"
+                                        else set())
     unknown = sorted(set(spec) - valid)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in model.{role}; valid keys: {sorted(valid)}")
@@ -188,7 +190,10 @@ class DETRDistiller(BaseModel):
             True): deformable attention's CPU fallback runs as one sparse matrix product in the teacher's
             no-grad forward (same result, see ``compress/models/sparse_deformable_attention.py``); False keeps
             mmcv's grid_sample version, for timing comparisons. ``compile`` (default False): torch.compile
-            the teacher's encoder (see ``compile_encoder``).
+            the teacher's encoder (see ``compile_encoder``). ``cache_mb`` (default 0, off): keep the teacher's
+            outputs per image, up to that many MB of CPU memory, so an image seen again skips the teacher
+            (exact: the key hashes the image tensor itself; see ``teacher_cache.py``; the hit rate is logged
+            as ``teacher_cache_hit_rate``).
         student: dict(config=<path or model dict>, checkpoint=<optional init path>).
         logits_kd / feature_kd / query_prior / contrastive_kd: loss sections (see the dataclasses in
             ``losses/``); each has ``enable`` and ``weight``. ``contrastive_kd`` (off by default) is the
@@ -220,6 +225,10 @@ class DETRDistiller(BaseModel):
         self.teacher_autocast = autocast_dtype(teacher.get("autocast"))
         self.teacher_sparse_attention = _switch(teacher, "sparse_attention", True)
         teacher_compile = _switch(teacher, "compile", False)
+        cache_mb = teacher.get("cache_mb", 0)
+        if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float)) or cache_mb < 0:
+            raise ConfigError(f"model.teacher.cache_mb must be a number of megabytes >= 0 (0: no cache), "
+                              f"got {cache_mb!r}")
         if not teacher.get("checkpoint"):
             raise ConfigError("model.teacher.checkpoint is not set; train a teacher with `make teacher` "
                               "or point it at a trained checkpoint")
@@ -261,6 +270,14 @@ class DETRDistiller(BaseModel):
         self.mgd_generators = None
         if self.feature_cfg.enable and self.feature_cfg.method == "mgd":
             self.mgd_generators = nn.ModuleList([MGDGenerator(t_dims) for _ in self.feature_levels])
+        self.teacher_cache = (TeacherCache(int(cache_mb * 2**20), self._cached_fields()) if cache_mb else None)
+
+    def _cached_fields(self) -> tuple[str, ...]:
+        """What the enabled losses read of the teacher: its predictions, decoder embeddings and queries always
+        (small), feature maps only where feature KD reads them (most of a record's bytes)."""
+        source = self.feature_cfg.source if self.feature_cfg.enable else None
+        maps = {"neck": ("feats",), "encoder": ("feats", "memory"), "backbone": ("backbone_feats",)}
+        return ALWAYS + maps.get(source, ())
 
     # -- construction checks -------------------------------------------------------------------------
     def _check_pair(self) -> None:
@@ -366,9 +383,27 @@ class DETRDistiller(BaseModel):
             losses.update(self._feature_kd(teacher, student, gts, metas))
         if self.query_cfg.enable:
             losses.update(self._query_prior(decoded, targets, metas, assignment_stage(num_t, num_s)))
+        if self.teacher_cache is not None:  # logged beside the losses (no "loss" in the key: not summed)
+            losses["teacher_cache_hit_rate"] = torch.tensor(self.teacher_cache.hit_rate)
         return losses
 
     def _teacher_forward(self, inputs: torch.Tensor, data_samples: list) -> Taps:
+        """The teacher's outputs for the batch; with ``teacher.cache_mb`` its images seen before are read from
+        the cache and only the others go through the teacher (``teacher_cache.py``)."""
+        cache = self.teacher_cache
+        if cache is None:
+            return self._run_teacher(inputs, data_samples)
+        keys = [image_key(image, sample.metainfo) for image, sample in zip(inputs, data_samples)]
+        found = cache.lookup(keys)
+        missing = [i for i, record in enumerate(found) if record is None]
+        if missing:
+            fresh = cache.records(self._run_teacher(inputs[missing], [data_samples[i] for i in missing]))
+            for i, record in zip(missing, fresh):
+                found[i] = record
+                cache.keep(keys[i], record)
+        return cache.assemble(found, inputs.device)
+
+    def _run_teacher(self, inputs: torch.Tensor, data_samples: list) -> Taps:
         sampling = sparse_deformable_sampling() if self.teacher_sparse_attention else contextlib.nullcontext()
         with torch.no_grad(), sampling:
             if self.teacher_autocast is None:
