@@ -187,7 +187,7 @@ def test_profile_tool_splits_the_step(tiny_pair):
     rows = dict(re.findall(r"^\| ([^|]+?) \| ([0-9.]+) \|", res.stdout, flags=re.M))
     assert {"KD off (student + teacher forward)", "student alone", "logits KD only", "feature KD only",
             "query prior only", "DETRDistill (all three)", "DETRDistill, teacher bf16 autocast",
-            "official style (encoder twice)"} <= set(rows)
+            "official style (encoder twice)", "DETRDistill, teacher outputs cached (all hits)"} <= set(rows)
     assert "device: cpu" in res.stdout and float(rows["KD off (student + teacher forward)"]) > 0
     sections = ["teacher_forward", "teacher_targets", "logits_kd", "feature_kd", "query_prior"]
     assert all(float(rows[s]) > 0 for s in [*sections, "backward"])
