@@ -55,6 +55,19 @@ def test_bf16_teacher_runs_on_cuda(tmp_path):
     assert taps.cls_scores.dtype == torch.float32 and taps.cls_scores.is_cuda
 
 
+def test_teacher_cache_keeps_host_copies_and_hands_the_batch_back_on_the_gpu(tmp_path):
+    distiller = build_distiller(tmp_path, tiny_model("dino"), tiny_model("dino", width=4),
+                                teacher_options={"cache_mb": 64}).cuda()
+    losses = run_steps(distiller, steps=2)  # run_steps' batches repeat on a second call, below
+    again = run_steps(distiller, steps=2)
+    assert distiller.teacher_cache.hits == 4 and float(again[-1]["teacher_cache_hit_rate"]) == 0.5
+    assert all(t.device.type == "cpu" for r in distiller.teacher_cache.entries.values() for t in r["feats"])
+    assert losses[-1]["teacher_cache_hit_rate"].is_cuda
+    data = distiller.data_preprocessor(make_batch(2, 96), True)
+    taps = distiller._teacher_forward(data["inputs"], data["data_samples"])
+    assert taps.cls_scores.is_cuda and taps.feats[0].is_cuda
+
+
 def test_bench_kd_on_cuda_reports_the_cards_peak_memory(tiny_pair, tmp_path):
     """On a GPU the RSS misses what the teacher's forward costs on the card: the matrix reports the card's peak
     (mmengine's logged max_memory_allocated) too, and a distillation run holds more than the student alone."""

@@ -384,7 +384,7 @@ class DETRDistiller(BaseModel):
         if self.query_cfg.enable:
             losses.update(self._query_prior(decoded, targets, metas, assignment_stage(num_t, num_s)))
         if self.teacher_cache is not None:  # logged beside the losses (no "loss" in the key: not summed)
-            losses["teacher_cache_hit_rate"] = torch.tensor(self.teacher_cache.hit_rate)
+            losses["teacher_cache_hit_rate"] = torch.tensor(self.teacher_cache.hit_rate, device=inputs.device)
         return losses
 
     def _teacher_forward(self, inputs: torch.Tensor, data_samples: list) -> Taps:
