@@ -50,7 +50,8 @@ VARIANTS = {
     **{label: switches for label, switches in TIMING.items() if label.startswith(("DETRDistill, ", "official"))},
     # the teacher's outputs read from its cache (model.teacher.cache_mb): every image timed was seen before
     CACHED: {"teacher": {"cache_mb": 1024}},
-    f"{CACHED}, teacher compiled + bf16": {"teacher": {"cache_mb": 1024, "compile": True, "autocast": "bfloat16"}},
+    f"{CACHED}, teacher compiled + bf16": {
+        "teacher": {**TIMING["DETRDistill, teacher compiled + bf16 autocast"]["teacher"], "cache_mb": 1024}},
 }
 # _match_stages: the student-teacher matching that logits KD on matched points (and the contrastive term, when
 # on) use; _query_pairs: the pairing of logits KD on the teacher's queries (the default), no matching

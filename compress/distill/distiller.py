@@ -396,12 +396,14 @@ class DETRDistiller(BaseModel):
         keys = [image_key(image, sample.metainfo) for image, sample in zip(inputs, data_samples)]
         found = cache.lookup(keys)
         missing = [i for i, record in enumerate(found) if record is None]
-        if missing:
-            fresh = cache.records(self._run_teacher(inputs[missing], [data_samples[i] for i in missing]))
-            for i, record in zip(missing, fresh):
-                found[i] = record
-                cache.keep(keys[i], record)
-        return cache.assemble(found, inputs.device)
+        if not missing:
+            return cache.assemble(found, inputs.device)
+        taps = self._run_teacher(inputs[missing], [data_samples[i] for i in missing])
+        for i, record in zip(missing, cache.records(taps)):
+            found[i] = record
+            cache.keep(keys[i], record)
+        # a batch with no hit already has its outputs in batch order: no restacking on the first epoch's path
+        return taps if len(missing) == len(found) else cache.assemble(found, inputs.device)
 
     def _run_teacher(self, inputs: torch.Tensor, data_samples: list) -> Taps:
         sampling = sparse_deformable_sampling() if self.teacher_sparse_attention else contextlib.nullcontext()
