@@ -295,11 +295,21 @@ def test_gain_is_taken_from_unrounded_means():
     # a peer is beaten seed by seed too: 6.1 - 6.0, 4.9 - 5.3, 5.0 - 4.0 (sd 0.709 / sqrt(3) = 0.41)
     peer = summarize({"baseline": [run(3.8), run(2.5), run(4.6)], "detrdistill": [run(6.1), run(4.9), run(5.0)],
                       "fitnet": [run(6.0), run(5.3), run(4.0)]}, {}, [0, 1, 2], 10)
-    assert ("- DETRDistill beats fitnet: 0.23 (met; 2 of 3 seeds above fitnet; paired SE 0.41, within 2 SE of zero)"
-            in kd_table(peer))
+    # a positive margin inside twice its standard error is "not shown", neither met nor missed
+    assert ("- DETRDistill beats fitnet: 0.23 (not shown; 2 of 3 seeds above fitnet; paired SE 0.41, within 2 SE "
+            "of zero)" in kd_table(peer))
+    assert [t["met"] for t in peer["targets"]] == [False, False]
     # gains 4.2, -0.5, -0.6: sd 2.743 / sqrt(3) = 1.58, and the mean 1.03 is inside twice that
-    assert ("- query_prior_only alone is positive: 1.03 (met; 1 of 3 seeds above the baseline; paired SE 1.58, "
+    assert ("- query_prior_only alone is positive: 1.03 (not shown; 1 of 3 seeds above the baseline; paired SE 1.58, "
             "within 2 SE of zero)" in kd_table(one_seed))
+    # the same per-seed gains as detrdistill's above (mean 1.7, SE 0.65): outside twice the SE, met
+    shown = summarize({"baseline": [run(3.8), run(2.5), run(4.6)], "logits_only": [run(6.1), run(4.9), run(5.0)],
+                       "feature_only": [run(3.7), run(2.5), run(4.6)]}, {}, [0, 1, 2], 10)
+    assert ("- logits_only alone is positive: 1.7 (met; 3 of 3 seeds above the baseline; paired SE 0.65)"
+            in kd_table(shown))
+    # a negative mean is missed whatever its SE (-0.03: -0.1, 0, 0)
+    assert ("- feature_only alone is positive: -0.03 (MISSED; 0 of 3 seeds above the baseline; paired SE 0.03, "
+            "within 2 SE of zero)" in kd_table(shown))
 
 
 def test_step_verdicts_show_the_same_round_ratios():

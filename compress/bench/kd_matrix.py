@@ -307,15 +307,32 @@ def per_seed_diff(ours: list[float], theirs: list[float]) -> list[float]:
     return [round(a - b, 2) + 0.0 for a, b in zip(ours, theirs)]
 
 
+def paired_se(diffs: list[float]) -> float | None:
+    """The standard error of the mean of seed-paired differences (None for one seed)."""
+    return float(np.std(diffs, ddof=1)) / np.sqrt(len(diffs)) if len(diffs) >= 2 else None
+
+
 def seeds_won(diffs: list[float], against: str = "the baseline") -> str:
     """'k of n seeds above <against>' and the paired differences' standard error: a mean gain that one seed
     carries, or one inside twice its standard error, is not yet evidence either way."""
     won = f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds above {against}"
-    if len(diffs) < 2:
+    se = paired_se(diffs)
+    if se is None:
         return won
-    se = float(np.std(diffs, ddof=1)) / np.sqrt(len(diffs))
     noise = ", within 2 SE of zero" if abs(float(np.mean(diffs))) < 2 * se else ""
     return f"{won}; paired SE {se:.2f}{noise}"
+
+
+def sign_target(target: str, measured: float, diffs: list[float], against: str = "the baseline") -> dict:
+    """A "beats" or "is positive" target: met only when the paired mean is above zero by at least twice its
+    standard error. A positive mean inside that band reads "not shown", not "met": on three seeds that spread
+    by several AP, its sign is the draw's, and the next seeds may turn it (feature KD alone read +0.03 on
+    seeds 0-2 and -0.18 on six fresh ones)."""
+    se = paired_se(diffs)
+    shown = se is None or float(np.mean(diffs)) >= 2 * se
+    verdict = "MISSED" if measured <= 0 else "met" if shown else "not shown"
+    return {"target": target, "measured": measured, "met": verdict == "met", "verdict": verdict,
+            "seeds_won": seeds_won(diffs, against)}
 
 
 def paired_rounds(rounds: dict[str, list[float]], numerator: str, denominator: str) -> str | None:
@@ -338,13 +355,11 @@ def kd_targets(rows: dict, ratios: dict, rounds: dict[str, list[float]]) -> list
             if rival in rows:
                 margin = round(rows["detrdistill"]["mean"]["AP"] - rows[rival]["mean"]["AP"], 2)
                 diffs = per_seed_diff(rows["detrdistill"]["ap_per_seed"], rows[rival]["ap_per_seed"])
-                out.append({"target": f"DETRDistill beats {rival}", "measured": margin, "met": margin > 0,
-                            "seeds_won": seeds_won(diffs, rival)})
+                out.append(sign_target(f"DETRDistill beats {rival}", margin, diffs, rival))
     for part in ("logits_only", "feature_only", "query_prior_only"):
         if rows.get(part, {}).get("gain_ap") is not None:
             gain = rows[part]["gain_ap"]
-            out.append({"target": f"{part} alone is positive", "measured": gain, "met": gain > 0,
-                        "seeds_won": seeds_won(rows[part]["gain_ap_per_seed"])})
+            out.append(sign_target(f"{part} alone is positive", gain, rows[part]["gain_ap_per_seed"]))
     ours, official = ratios.get(ONE_PASS), ratios.get(OFFICIAL)
     floor = ratios.get(FLOOR)
     if ours and floor:
