@@ -377,4 +377,6 @@ def kd_targets(rows: dict, ratios: dict, rounds: dict[str, list[float]]) -> list
         out.append({"target": "DETRDistill step below 1.5x the student alone (stretch, fastest teacher variant)",
                     "measured": cheaper[label], "met": cheaper[label] < 1.5, "variant": label,
                     "rounds": paired_rounds(rounds, label, STUDENT)})
+    for t in out:  # a threshold target is met or missed; a sign target set its own (it can be "not shown")
+        t.setdefault("verdict", "met" if t["met"] else "MISSED")
     return out

@@ -41,7 +41,7 @@ def kd_table(report: dict) -> str:
         lines.append(f"| {label} | {seconds:.4f} | {report['step_time_vs_student'].get(label, '-')} | {each} |")
     lines.append("")
     # the evidence behind a verdict: seeds won for an AP target, same-round ratios for a step-time one
-    lines += [f"- {t['target']}: {t['measured']} ({t.get('verdict') or ('met' if t['met'] else 'MISSED')}"
+    lines += [f"- {t['target']}: {t['measured']} ({t['verdict']}"
               + "".join(f"; {t[key]}" for key in ("seeds_won", "variant", "rounds") if t.get(key)) + ")"
               for t in report["targets"]]
     return "\n".join(lines)
