@@ -37,6 +37,32 @@ def test_config_builds(path):
         build_detector(dict(config=cfg.model.to_dict()), "model")
 
 
+def shipped_teachers() -> list[tuple[str, str]]:
+    """(teacher config, checkpoint) of every distill config whose teacher checkpoint is in the repository."""
+    pairs = set()
+    for path in CONFIGS:
+        teacher = Config.fromfile(path).model.get("teacher")
+        if teacher and (REPO / teacher["checkpoint"]).is_file():
+            pairs.add((teacher["config"], teacher["checkpoint"]))
+    return sorted(pairs)
+
+
+def test_both_shipped_teachers_are_found():
+    assert {ckpt for _, ckpt in shipped_teachers()} == {"checkpoints/teacher_dino_synthetic.pth",
+                                                        "checkpoints/teacher_dino_synthetic_4000it.pth"}
+
+
+@pytest.mark.parametrize(("config", "checkpoint"), shipped_teachers())
+def test_shipped_teacher_is_the_model_its_config_builds(config, checkpoint):
+    """A checkpoint that does not fit its config would load with missing keys or fail on a shape at train time."""
+    from compress.checkpoints import load_state_dict_file
+
+    expected = build_detector(dict(config=config), "teacher").state_dict()
+    state = load_state_dict_file(REPO / checkpoint)
+    assert state.keys() == expected.keys()
+    assert [k for k in state if state[k].shape != expected[k].shape] == []
+
+
 def test_embedded_default_distiller_builds_with_its_pair(tmp_path):
     from mmdet.registry import MODELS
 
