@@ -79,6 +79,20 @@ def test_embedded_default_distiller_builds_with_its_pair(tmp_path):
     assert Path(cfg.model.student["config"]).is_file()
 
 
+def test_long_recipe_is_the_schedule_bench_kd_measured(tmp_path):
+    """The README quotes bench-kd's `--iters 3000` runs for this recipe; a drift in either would quote figures
+    of another training."""
+    from compress.bench.kd_matrix import derived_config
+
+    preset = Config.fromfile("configs/distill/detrdistill_dino_synthetic_long.py")
+    measured = Config.fromfile(str(derived_config(
+        tmp_path / "c.py", "configs/distill/detrdistill_dino_synthetic_teacher_4000it.py", None, 3000, 1000, 0)))
+    for key in ("model", "train_cfg", "param_scheduler", "optim_wrapper", "train_dataloader", "val_evaluator"):
+        assert preset[key] == measured[key], key
+    assert preset.model.teacher["checkpoint"] == "checkpoints/teacher_dino_synthetic_4000it.pth"
+    assert preset.param_scheduler[0]["milestones"] == [2550]
+
+
 def lr_of_params(model: torch.nn.Module, optim_wrapper: dict) -> dict[int, float]:
     """The lr mmengine's optimizer builder gives each parameter (by id) under ``optim_wrapper``'s paramwise_cfg."""
     from mmengine.optim import build_optim_wrapper
