@@ -353,3 +353,33 @@ def test_mask_focus_tool_reports_both_masks(tiny_pair, tmp_path):
     assert keys == {(m, s, lv) for m in ("cosine", "boxes") for s in stages for lv in levels} and len(levels) > 1
     assert all(0 < r["gt_area"] <= 1 and 0 <= r["weight_in_gt"] <= 1 for r in rows)
     assert res.stdout.count("| boxes |") == len(rows) // 2
+
+
+def test_mlp_adapter_is_a_nonlinear_projector_trained_by_the_loss(tmp_path):
+    """adapter='mlp': phi is conv-ReLU-conv, built between equal widths too (backbone source, same
+    backbones), and the feature loss trains both convs; the default keeps the official linear phi."""
+    distiller = build_distiller(tmp_path, tiny_model("deformable", embed_dims=64),
+                                tiny_model("deformable", width=4, embed_dims=32),
+                                feature_kd=dict(mask="boxes", levels=[0], adapter="mlp"))
+    phi = distiller.feature_adapters[0]
+    first, _, last = phi
+    assert (first.in_channels, first.out_channels, last.out_channels) == (32, 64, 64)
+    x = torch.randn(1, 32, 3, 3)
+    with torch.no_grad():  # not linear: phi(-x) + phi(x) is not twice phi(0)
+        assert not torch.allclose(phi(-x) + phi(x), 2 * phi(torch.zeros_like(x)), atol=1e-4)
+    teacher, student, gts, metas = feature_kd_inputs(distiller)
+    loss = sum(distiller._feature_kd(teacher, student, gts, metas).values())
+    grads = torch.autograd.grad(loss, [first.weight, last.weight])
+    assert all(g.abs().sum() > 0 for g in grads)
+    same = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable"),
+                           feature_kd=dict(source="backbone", mask="boxes", levels=[0], adapter="mlp"))
+    assert isinstance(same.feature_adapters[0], torch.nn.Sequential)
+    linear = build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable"),
+                             feature_kd=dict(source="backbone", mask="boxes", levels=[0]))
+    assert isinstance(linear.feature_adapters[0], torch.nn.Identity)
+
+
+def test_unknown_feature_adapter_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="feature_kd.adapter must be one of"):
+        build_distiller(tmp_path, tiny_model("deformable"), tiny_model("deformable", width=4),
+                        feature_kd=dict(adapter="deep"))

@@ -33,6 +33,7 @@ from compress.distill.losses.feature_kd import (
     FeatureKDConfig,
     box_masks,
     channel_standardised,
+    feature_adapter,
     gather_rows,
     masked_feature_loss,
     quality_masks,
@@ -264,7 +265,7 @@ class DETRDistiller(BaseModel):
                                                            "the student does not have")
                 pairs = [(t_dims, s_dims)] * len(self.feature_levels)
             self.feature_adapters = nn.ModuleList(
-                [nn.Conv2d(s_ch, t_ch, kernel_size=1) if s_ch != t_ch else nn.Identity() for t_ch, s_ch in pairs])
+                [feature_adapter(s_ch, t_ch, self.feature_cfg.adapter) for t_ch, s_ch in pairs])
         self.contrast_head = (ContrastiveHead(s_dims, t_dims, self.contrast_cfg.proj_dims)
                               if self.contrast_cfg.enable else None)
         self.mgd_generators = None

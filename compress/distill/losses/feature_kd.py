@@ -20,6 +20,13 @@ With ``method='fitnet'`` it is PKD itself (whose loss is this MSE halved).
 ``source`` picks the maps: the neck outputs (the official code), the encoder memory, or the backbone outputs
 the neck reads (level i of each is the same stride), which a pair with one backbone architecture can compare
 without an adapter.
+
+``adapter`` is phi: ``'linear'`` (the official code: a 1x1 conv where the widths differ, none where they agree)
+or ``'mlp'`` (1x1 conv, ReLU, 1x1 conv, also between equal widths; the nonlinear projector of Chen et al.,
+"Improved Feature Distillation via Projector Ensemble", NeurIPS 2022). Why: a linear phi asks the student's
+maps to hold the teacher's up to a linear map, a constraint that competes with what the student's own
+detection loss shapes them into; a small nonlinear projector takes up part of the mismatch, so the imitation
+passes on what the teacher's maps know with less pull on the student's own layout.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from compress.distill.box_ops import iou
@@ -37,6 +45,7 @@ SOURCES = ("neck", "encoder", "backbone")
 METHODS = ("detrdistill", "fitnet", "mgd")
 MASKS = ("cosine", "boxes")
 NORMALIZE = ("none", "channel")
+ADAPTERS = ("linear", "mlp")
 
 
 @dataclass
@@ -50,6 +59,7 @@ class FeatureKDConfig:
     mgd_mask_ratio: float = 0.65
     mask: str = "cosine"
     normalize: str = "none"
+    adapter: str = "linear"
     # Indices of the distilled feature levels (neck outputs, encoder-memory or backbone levels, finest first);
     # None = all, as in the official code.
     levels: list[int] | None = None
@@ -66,6 +76,8 @@ class FeatureKDConfig:
                              "teacher's queries with features of their width, which backbone maps do not have")
         if self.normalize not in NORMALIZE:
             raise ValueError(f"feature_kd.normalize must be one of {NORMALIZE}, got {self.normalize!r}")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"feature_kd.adapter must be one of {ADAPTERS}, got {self.adapter!r}")
         if self.levels is not None:
             self.levels = list(self.levels)
             if (not self.levels or len(set(self.levels)) != len(self.levels)
@@ -74,6 +86,16 @@ class FeatureKDConfig:
                                  f"got {self.levels!r}")
         if not 0 <= self.mgd_mask_ratio < 1:
             raise ValueError(f"feature_kd.mgd_mask_ratio must be in [0, 1), got {self.mgd_mask_ratio}")
+
+
+def feature_adapter(student_channels: int, teacher_channels: int, kind: str = "linear") -> nn.Module:
+    """phi, from the student's width to the teacher's (see the module doc for the two kinds)."""
+    if kind == "mlp":
+        return nn.Sequential(nn.Conv2d(student_channels, teacher_channels, kernel_size=1), nn.ReLU(),
+                             nn.Conv2d(teacher_channels, teacher_channels, kernel_size=1))
+    if student_channels == teacher_channels:
+        return nn.Identity()
+    return nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
 
 
 def gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
