@@ -26,7 +26,9 @@ or ``'mlp'`` (1x1 conv, ReLU, 1x1 conv, also between equal widths; the nonlinear
 "Improved Feature Distillation via Projector Ensemble", NeurIPS 2022). Why: a linear phi asks the student's
 maps to hold the teacher's up to a linear map, a constraint that competes with what the student's own
 detection loss shapes them into; a small nonlinear projector takes up part of the mismatch, so the imitation
-passes on what the teacher's maps know with less pull on the student's own layout.
+passes on what the teacher's maps know with less pull on the student's own layout. Measured on the embedded
+pair (README, "Where the targets stand"): it lifts the term alone over the linear phi, not the full method,
+so the linear phi stays the default.
 """
 
 from __future__ import annotations
