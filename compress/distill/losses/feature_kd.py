@@ -48,6 +48,8 @@ METHODS = ("detrdistill", "fitnet", "mgd")
 MASKS = ("cosine", "boxes")
 NORMALIZE = ("none", "channel")
 ADAPTERS = ("linear", "mlp")
+# The string options and their values, checked by one loop.
+CHOICES = {"source": SOURCES, "method": METHODS, "mask": MASKS, "normalize": NORMALIZE, "adapter": ADAPTERS}
 
 
 @dataclass
@@ -67,19 +69,13 @@ class FeatureKDConfig:
     levels: list[int] | None = None
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"feature_kd.source must be one of {SOURCES}, got {self.source!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"feature_kd.method must be one of {METHODS}, got {self.method!r}")
-        if self.mask not in MASKS:
-            raise ValueError(f"feature_kd.mask must be one of {MASKS}, got {self.mask!r}")
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"feature_kd.{name} must be one of {choices}, got {value!r}")
         if self.source == "backbone" and self.method == "detrdistill" and self.mask == "cosine":
             raise ValueError("feature_kd.source='backbone' needs mask='boxes': the cosine mask compares the "
                              "teacher's queries with features of their width, which backbone maps do not have")
-        if self.normalize not in NORMALIZE:
-            raise ValueError(f"feature_kd.normalize must be one of {NORMALIZE}, got {self.normalize!r}")
-        if self.adapter not in ADAPTERS:
-            raise ValueError(f"feature_kd.adapter must be one of {ADAPTERS}, got {self.adapter!r}")
         if self.levels is not None:
             self.levels = list(self.levels)
             if (not self.levels or len(set(self.levels)) != len(self.levels)
