@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compress.distill.box_ops import iou
+from compress.distill.losses.options import check_choices
 
 SOURCES = ("neck", "encoder", "backbone")
 # 'detrdistill': the quality-weighted mask below; 'fitnet' and 'mgd': the peer baselines of the paper's
@@ -69,10 +70,7 @@ class FeatureKDConfig:
     levels: list[int] | None = None
 
     def __post_init__(self) -> None:
-        for name, choices in CHOICES.items():
-            value = getattr(self, name)
-            if value not in choices:
-                raise ValueError(f"feature_kd.{name} must be one of {choices}, got {value!r}")
+        check_choices("feature_kd", self, CHOICES)
         if self.source == "backbone" and self.method == "detrdistill" and self.mask == "cosine":
             raise ValueError("feature_kd.source='backbone' needs mask='boxes': the cosine mask compares the "
                              "teacher's queries with features of their width, which backbone maps do not have")

@@ -35,11 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from compress.distill.box_ops import cxcywh_to_xyxy, giou
+from compress.distill.losses.options import check_choices
 from compress.distill.matcher import PARALLEL_MIN_ENTRIES, hungarian, kd_cost_matrix, solve_all
 
 MODES = ("all_pairs", "split")
 BOX_WEIGHTS = ("uniform", "teacher_score")
 POINTS = ("matched", "teacher_queries")
+CHOICES = {"mode": MODES, "box_weight": BOX_WEIGHTS, "points": POINTS}
 
 
 @dataclass
@@ -54,12 +56,7 @@ class LogitsKDConfig:
     points: str = "matched"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"logits_kd.mode must be one of {MODES}, got {self.mode!r}")
-        if self.box_weight not in BOX_WEIGHTS:
-            raise ValueError(f"logits_kd.box_weight must be one of {BOX_WEIGHTS}, got {self.box_weight!r}")
-        if self.points not in POINTS:
-            raise ValueError(f"logits_kd.points must be one of {POINTS}, got {self.points!r}")
+        check_choices("logits_kd", self, CHOICES)
 
 
 def match_pairs(cost: torch.Tensor, positive: torch.Tensor | None
