@@ -1,4 +1,4 @@
-"""The one check every loss config runs on its string options."""
+"""The check the loss configs (logits KD, feature KD) run on their string options."""
 
 from __future__ import annotations
 
