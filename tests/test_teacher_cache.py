@@ -61,10 +61,14 @@ def test_a_flipped_or_repadded_image_is_a_new_key():
     assert image_key(image, {**meta, "img_shape": (90, 96)}) != key
 
 
-def test_training_losses_with_the_cache_equal_those_without(tmp_path):
+@pytest.mark.parametrize("feature_kd", [{}, {"levels": [0]}, {"source": "encoder", "levels": [1, 2]},
+                                        {"source": "backbone", "mask": "boxes", "levels": [1]}],
+                         ids=["neck-all-levels", "neck-finest", "encoder", "backbone"])
+def test_training_losses_with_the_cache_equal_those_without(tmp_path, feature_kd):
     """A whole loss step on a batch the cache has seen, against the same step with the teacher run: the same
-    student draws (DINO's denoising queries) from the same seed, so the same losses."""
-    distiller = _cached_distiller(tmp_path)
+    student draws (DINO's denoising queries) from the same seed, so the same losses; also where the cache
+    keeps only the distilled levels' maps (a level kept as a placeholder that a loss read would change it)."""
+    distiller = _cached_distiller(tmp_path, feature_kd=feature_kd)
     distiller.train()
     data = distiller.data_preprocessor(make_batch(2, 96, seed=3), True)
 
@@ -103,6 +107,28 @@ def test_the_cache_keeps_only_what_the_losses_read_and_stays_under_its_size(tmp_
     tiny._teacher_forward(data["inputs"], data["data_samples"])
     tiny._teacher_forward(data["inputs"], data["data_samples"])
     assert (tiny.teacher_cache.hits, tiny.teacher_cache.misses, tiny.teacher_cache.used_bytes) == (0, 4, 0)
+
+
+def test_the_cache_keeps_the_values_of_the_distilled_levels_only(tmp_path):
+    """The finest of four neck levels distilled: its map is kept, the three coarser ones hold one element
+    each, and a record costs that many bytes less than one keeping every level."""
+    every = _cached_distiller(tmp_path / "a")
+    finest = _cached_distiller(tmp_path / "b", feature_kd={"levels": [0]})
+    encoder = _cached_distiller(tmp_path / "c", feature_kd={"source": "encoder"})
+    data = every.data_preprocessor(make_batch(2, 96), True)
+    for distiller in (every, finest, encoder):
+        distiller._teacher_forward(data["inputs"], data["data_samples"])
+    key = next(iter(every.teacher_cache.entries))
+    full, trimmed = every.teacher_cache.entries[key]["feats"], finest.teacher_cache.entries[key]["feats"]
+    assert len(full) == len(trimmed) == 4 and [m.shape for m in full] == [m.shape for m in trimmed]
+    torch.testing.assert_close(trimmed[0], full[0], rtol=0, atol=0)
+    assert [m.untyped_storage().nbytes() for m in trimmed[1:]] == [4, 4, 4]
+    coarse_bytes = sum(m.numel() * m.element_size() for m in full[1:])
+    assert every.teacher_cache.used_bytes - finest.teacher_cache.used_bytes == 2 * (coarse_bytes - 3 * 4)
+    # the encoder memory is split per level by the neck maps' sizes: none of their values is kept
+    kept = encoder.teacher_cache.entries[key]
+    assert kept["memory"].shape[0] == sum(m.shape[-2] * m.shape[-1] for m in full)
+    assert all(m.untyped_storage().nbytes() == 4 and m.shape == f.shape for m, f in zip(kept["feats"], full))
 
 
 @pytest.mark.parametrize("value", [-1, "4GB", True])

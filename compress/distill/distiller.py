@@ -271,14 +271,17 @@ class DETRDistiller(BaseModel):
         self.mgd_generators = None
         if self.feature_cfg.enable and self.feature_cfg.method == "mgd":
             self.mgd_generators = nn.ModuleList([MGDGenerator(t_dims) for _ in self.feature_levels])
-        self.teacher_cache = (TeacherCache(int(cache_mb * 2**20), self._cached_fields()) if cache_mb else None)
+        self.teacher_cache = (TeacherCache(int(cache_mb * 2**20), *self._cached_fields()) if cache_mb else None)
 
-    def _cached_fields(self) -> tuple[str, ...]:
+    def _cached_fields(self) -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
         """What the enabled losses read of the teacher: its predictions, decoder embeddings and queries always
-        (small), feature maps only where feature KD reads them (most of a record's bytes)."""
+        (small), feature maps only where feature KD reads them (most of a record's bytes), and of those only
+        the distilled levels' values (the encoder memory's split per level reads the neck maps' sizes alone)."""
         source = self.feature_cfg.source if self.feature_cfg.enable else None
         maps = {"neck": ("feats",), "encoder": ("feats", "memory"), "backbone": ("backbone_feats",)}
-        return ALWAYS + maps.get(source, ())
+        levels = tuple(self.feature_levels)
+        kept = {"neck": {"feats": levels}, "encoder": {"feats": ()}, "backbone": {"backbone_feats": levels}}
+        return ALWAYS + maps.get(source, ()), kept.get(source, {})
 
     # -- construction checks -------------------------------------------------------------------------
     def _check_pair(self) -> None:

@@ -13,6 +13,12 @@ Where it pays: datasets whose pipeline repeats views (the embedded default: a ra
 schedules on small datasets. On COCO with multi-scale training and random crops almost nothing repeats; keep
 it off there (it would only spend memory). Entries are held in CPU memory up to ``max_mb``; once full,
 new images are no longer kept (every image is equally likely to come back, so nothing is evicted).
+
+Feature maps are most of a record's bytes, and feature KD often reads only some levels (the embedded default:
+the finest neck level, three quarters of the four levels' bytes; the encoder memory: the neck levels' sizes,
+none of their values). ``kept_levels`` keeps the values of the read levels only; every other level is a
+placeholder of its shape and dtype holding one element, so the shape checks and the memory's split per level
+see the teacher's layout while the cache holds (and copies) only what a loss reads.
 """
 
 from __future__ import annotations
@@ -49,11 +55,22 @@ def _split(taps: Taps, name: str):
     return taps.decoder_inputs.get(name)
 
 
-def _take(value, dim: int, index: int):
+def _placeholder(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A tensor of this shape and dtype with one element's storage (every stride 0)."""
+    return torch.zeros((), dtype=dtype, device=device).expand(shape)
+
+
+def _is_placeholder(value: torch.Tensor) -> bool:
+    return value.dim() > 0 and not any(value.stride())
+
+
+def _take(value, dim: int, index: int, kept: tuple[int, ...] | None = None):
+    """Image ``index`` of ``value`` on the CPU; of a per-level tuple, levels outside ``kept`` as placeholders."""
     if value is None:
         return None
     if isinstance(value, tuple):
-        return tuple(_take(v, dim, index) for v in value)
+        return tuple(_take(v, dim, index) if kept is None or level in kept
+                     else _placeholder(v.select(dim, index).shape, v.dtype) for level, v in enumerate(value))
     return value.select(dim, index).detach().to("cpu", copy=True)
 
 
@@ -62,6 +79,9 @@ def _stack(values: list, dim: int, device: torch.device):
         return None
     if isinstance(values[0], tuple):
         return tuple(_stack([v[level] for v in values], dim, device) for level in range(len(values[0])))
+    if _is_placeholder(values[0]):
+        shape = values[0].shape
+        return _placeholder((*shape[:dim], len(values), *shape[dim:]), values[0].dtype, device)
     return torch.stack(values, dim).to(device)
 
 
@@ -71,16 +91,18 @@ def _nbytes(record: dict) -> int:
             return 0
         if isinstance(value, tuple):
             return sum(size(v) for v in value)
-        return value.numel() * value.element_size()
+        return value.element_size() if _is_placeholder(value) else value.numel() * value.element_size()
     return sum(size(v) for v in record.values())
 
 
 @dataclass
 class TeacherCache:
-    """Per-image teacher outputs (``fields`` of them) in CPU memory, at most ``max_bytes``."""
+    """Per-image teacher outputs (``fields`` of them) in CPU memory, at most ``max_bytes``; of a per-level field
+    named in ``kept_levels`` only those levels' values (the others as placeholders, see the module doc)."""
 
     max_bytes: int
     fields: tuple[str, ...] = ALWAYS
+    kept_levels: dict[str, tuple[int, ...]] = field(default_factory=dict)
     entries: dict[bytes, dict] = field(default_factory=dict)
     used_bytes: int = 0
     hits: int = 0
@@ -96,7 +118,8 @@ class TeacherCache:
     def records(self, taps: Taps) -> list[dict]:
         """One record per image of a teacher forward, on the CPU."""
         batch = taps.cls_scores.shape[1]
-        return [{name: _take(_split(taps, name), _IMAGE_DIM[name], b) for name in self.fields} for b in range(batch)]
+        return [{name: _take(_split(taps, name), _IMAGE_DIM[name], b, self.kept_levels.get(name))
+                 for name in self.fields} for b in range(batch)]
 
     def keep(self, key: bytes, record: dict) -> None:
         size = _nbytes(record)
