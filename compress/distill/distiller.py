@@ -278,10 +278,11 @@ class DETRDistiller(BaseModel):
         (small), feature maps only where feature KD reads them (most of a record's bytes), and of those only
         the distilled levels' values (the encoder memory's split per level reads the neck maps' sizes alone)."""
         source = self.feature_cfg.source if self.feature_cfg.enable else None
-        maps = {"neck": ("feats",), "encoder": ("feats", "memory"), "backbone": ("backbone_feats",)}
         levels = tuple(self.feature_levels)
-        kept = {"neck": {"feats": levels}, "encoder": {"feats": ()}, "backbone": {"backbone_feats": levels}}
-        return ALWAYS + maps.get(source, ()), kept.get(source, {})
+        # per source: the map fields it reads, each with the levels whose values are kept (None: the whole field)
+        maps = {"neck": {"feats": levels}, "encoder": {"feats": (), "memory": None},
+                "backbone": {"backbone_feats": levels}}.get(source, {})
+        return ALWAYS + tuple(maps), {name: kept for name, kept in maps.items() if kept is not None}
 
     # -- construction checks -------------------------------------------------------------------------
     def _check_pair(self) -> None:
